@@ -1,0 +1,110 @@
+// Row-structured fused losses (BCE, BCE with logits, KL, and the VAE loss BCE + beta KL): one
+// pass computes the per-row sums and, when asked, the input gradients.
+#include <vector>
+
+#include "../dispatch.h"
+#include "parallel.h"
+
+namespace gf::cpu {
+namespace {
+
+constexpr int kBlock = 256;  // elements computed into a buffer before they are summed
+constexpr int kLanes = 16;   // independent partial sums: a fixed summation order that vectorises
+
+struct SegmentOut {
+  void* elems;
+  void* grad_x;
+  void* grad_y;
+  double grad_scale_x, grad_scale_y;
+};
+
+// Adds the losses of count (<= kBlock) elements to lanes and writes the requested outputs.
+template <class Term, class S>
+GF_CPU_INLINE void segment_block(const S* x, const S* y, int count, double* lanes, S* elems, S* grad_x,
+                          S* grad_y, compute_t<S> scale_x, compute_t<S> scale_y) {
+  using C = compute_t<S>;
+  C xv[kBlock], yv[kBlock], loss[kBlock];
+  for (int l = 0; l < count; ++l) xv[l] = to_compute(x[l]);
+  for (int l = 0; l < count; ++l) yv[l] = to_compute(y[l]);
+  for (int l = 0; l < count; ++l) loss[l] = Term::loss(xv[l], yv[l]);
+  const int full = count & ~(kLanes - 1);
+  for (int b = 0; b < full; b += kLanes)
+    for (int l = 0; l < kLanes; ++l) lanes[l] += double(loss[b + l]);
+  for (int l = full; l < count; ++l) lanes[l - full] += double(loss[l]);
+  if (elems)
+    for (int l = 0; l < count; ++l) elems[l] = from_compute<S>(loss[l]);
+  if (grad_x)
+    for (int l = 0; l < count; ++l) grad_x[l] = from_compute<S>(Term::grad_x(xv[l], yv[l]) * scale_x);
+  if (grad_y)
+    for (int l = 0; l < count; ++l) grad_y[l] = from_compute<S>(Term::grad_y(xv[l], yv[l]) * scale_y);
+}
+
+// Sum over elements [begin, end) of one segment, in blocks.
+template <class Term, class S>
+GF_CPU_INLINE double segment_sum(const S* x, const S* y, int64_t begin, int64_t end, const SegmentOut& out) {
+  double lanes[kLanes] = {};
+  using C = compute_t<S>;
+  auto* elems = static_cast<S*>(out.elems);
+  auto* grad_x = static_cast<S*>(out.grad_x);
+  auto* grad_y = static_cast<S*>(out.grad_y);
+  for (int64_t b = begin; b < end; b += kBlock) {
+    const int count = int(std::min<int64_t>(kBlock, end - b));
+    segment_block<Term, S>(x + b, y + b, count, lanes, elems ? elems + b : nullptr,
+                           grad_x ? grad_x + b : nullptr, grad_y ? grad_y + b : nullptr,
+                           C(out.grad_scale_x), C(out.grad_scale_y));
+  }
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lanes[l];
+  return sum;
+}
+
+template <class TermA, class TermB, class S>
+GF_CPU_CLONES void rows_range(const LossProblem& p, int64_t row_begin, int64_t row_end,
+                              double* row_totals) {
+  const SegmentOut out_a{reinterpret_cast<void*>(p.out_elems), reinterpret_cast<void*>(p.grad_x_a),
+                         reinterpret_cast<void*>(p.grad_y_a), p.grad_scale_a, p.grad_scale_a};
+  const SegmentOut out_b{nullptr, reinterpret_cast<void*>(p.grad_x_b),
+                         reinterpret_cast<void*>(p.grad_y_b), p.grad_scale_b, p.grad_scale_b};
+  const auto* x_a = reinterpret_cast<const S*>(p.x_a);
+  const auto* y_a = reinterpret_cast<const S*>(p.y_a);
+  const auto* x_b = reinterpret_cast<const S*>(p.x_b);
+  const auto* y_b = reinterpret_cast<const S*>(p.y_b);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int64_t a_begin = r * p.cols_a;
+    const int64_t a_end = std::min(a_begin + p.cols_a, p.n_a);
+    double total = segment_sum<TermA, S>(x_a, y_a, a_begin, a_end, out_a);
+    if (p.cols_b > 0)
+      total += p.weight_b * segment_sum<TermB, S>(x_b, y_b, r * p.cols_b, (r + 1) * p.cols_b, out_b);
+    row_totals[r] = total;
+  }
+}
+
+}  // namespace
+
+void fused_loss(const LossProblem& p, int threads) {
+  std::vector<double> row_totals(size_t(p.rows));
+  dispatch_dtype(p.dtype, [&](auto dtype_tag) {
+    using S = typename decltype(dtype_tag)::type;
+    using C = compute_t<S>;
+    dispatch_terms(p.term_a, p.term_b, [&](auto tag_a, auto tag_b) {
+      using TermA = typename decltype(tag_a)::type;
+      using TermB = typename decltype(tag_b)::type;
+      const int64_t cols = std::max<int64_t>(1, p.cols_a + p.cols_b);
+      const int64_t rows_per_chunk = std::max<int64_t>(1, kElementGrain / cols);
+      parallel_chunks(p.rows, rows_per_chunk, threads, [&](int64_t r0, int64_t r1) {
+        rows_range<TermA, TermB, S>(p, r0, r1, row_totals.data());
+      });
+    });
+    if (p.out_rows) {
+      auto* out_rows = reinterpret_cast<S*>(p.out_rows);
+      for (int64_t r = 0; r < p.rows; ++r) out_rows[r] = from_compute<S>(C(row_totals[r]));
+    }
+    if (p.out_total) {
+      double total = 0.0;
+      for (int64_t r = 0; r < p.rows; ++r) total += row_totals[r];
+      *reinterpret_cast<S*>(p.out_total) = from_compute<S>(C(total / p.total_divisor));
+    }
+  });
+}
+
+}  // namespace gf::cpu

@@ -1,0 +1,44 @@
+// Launch helpers shared by the CUDA kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace gf::cuda {
+
+inline void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess)
+    throw std::runtime_error(std::string("genfast CUDA error in ") + what + ": " +
+                             cudaGetErrorString(status));
+}
+
+// Runs the launch on `device`, restoring the caller's current device afterwards.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+constexpr int kThreads = 256;
+
+// Enough blocks to fill the device; kernels loop over the rest (grid-stride).
+inline unsigned grid_for(int64_t work_items) {
+  const int64_t blocks = (work_items + kThreads - 1) / kThreads;
+  return unsigned(std::max<int64_t>(1, std::min<int64_t>(blocks, 65535)));
+}
+
+inline cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
+
+}  // namespace gf::cuda

@@ -1,0 +1,292 @@
+// Per-element math shared by the CPU and CUDA kernels.
+//
+// Everything here is branch-free (selects, not branches) so GCC vectorises the CPU loops without
+// -ffast-math, and uses only +, -, *, /, sqrt and bit operations so that, compiled without FMA
+// contraction (-ffp-contract=off, nvcc -fmad=false), CPU and GPU produce the same bits.
+#pragma once
+
+#include <cstdint>
+#include <cmath>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define GF_HD __host__ __device__ __forceinline__
+#else
+#define GF_HD inline __attribute__((always_inline))
+#endif
+
+namespace gf {
+
+// ---------------------------------------------------------------------------------------------
+// Bit casts
+GF_HD uint32_t bits_of(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+
+GF_HD float float_of(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+#endif
+}
+
+GF_HD float f32_inf() { return float_of(0x7f800000u); }
+GF_HD float f32_nan() { return float_of(0x7fc00000u); }
+
+// ---------------------------------------------------------------------------------------------
+// Storage types. Half and bfloat16 are converted with our own round-to-nearest-even code on both
+// devices, so CPU and GPU agree bit for bit.
+struct half_t { uint16_t bits; };
+struct bfloat16_t { uint16_t bits; };
+
+template <class S> struct compute_type { using type = float; };
+template <> struct compute_type<double> { using type = double; };
+template <class S> using compute_t = typename compute_type<S>::type;
+
+GF_HD float to_compute(float x) { return x; }
+GF_HD double to_compute(double x) { return x; }
+
+GF_HD float to_compute(half_t h) {
+  const uint32_t sign = (uint32_t(h.bits) & 0x8000u) << 16;
+  const uint32_t magnitude = uint32_t(h.bits) & 0x7fffu;
+  // Moving the 15 magnitude bits under the float exponent and rescaling by 2^(127-15) is exact
+  // for normal and subnormal halves alike.
+  float value = float_of(magnitude << 13) * 5.192296858534828e+33f;  // 2^112
+  value = magnitude >= 0x7c00u ? float_of((magnitude << 13) | 0x7f800000u) : value;
+  return float_of(bits_of(value) | sign);
+}
+
+GF_HD float to_compute(bfloat16_t b) { return float_of(uint32_t(b.bits) << 16); }
+
+template <class S> GF_HD S from_compute(compute_t<S> v);
+
+template <> GF_HD float from_compute<float>(float v) { return v; }
+template <> GF_HD double from_compute<double>(double v) { return v; }
+
+template <> GF_HD half_t from_compute<half_t>(float v) {
+  const uint32_t x = bits_of(v);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t a = x & 0x7fffffffu;
+  // Normal range: rebias the exponent and round the 13 dropped bits to nearest even.
+  const uint32_t rebiased = a - (112u << 23);
+  const uint32_t normal = (rebiased + 0x0fffu + ((rebiased >> 13) & 1u)) >> 13;
+  // Below 2^-14 the result is subnormal: adding 0.5 makes the FPU round to a multiple of 2^-24.
+  const uint32_t subnormal = bits_of(float_of(a) + 0.5f) - 0x3f000000u;
+  uint32_t h = a < 0x38800000u ? subnormal : normal;
+  h = a >= 0x477ff000u ? 0x7c00u : h;                                     // overflow to inf
+  h = a > 0x7f800000u ? (0x7e00u | ((a >> 13) & 0x3ffu)) : h;             // NaN stays NaN
+  return half_t{uint16_t(h | sign)};
+}
+
+template <> GF_HD bfloat16_t from_compute<bfloat16_t>(float v) {
+  const uint32_t x = bits_of(v);
+  const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+  const uint32_t nan = (x >> 16) | 0x0040u;
+  return bfloat16_t{uint16_t((x & 0x7fffffffu) > 0x7f800000u ? nan : rounded)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementary functions. float versions are our own polynomials; double versions use the
+// platform's libm (they are for validation and gradcheck, not the hot path).
+constexpr float kLn2Hi = 0.693359375f;        // few mantissa bits: e * kLn2Hi is exact
+constexpr float kLn2Lo = -2.12194440e-4f;     // ln 2 - kLn2Hi
+
+GF_HD float log_(float x) {
+  // Subnormals are scaled by 2^23 first so that the exponent field is exact.
+  const bool tiny = x < 1.17549435e-38f;
+  const float scaled = tiny ? x * 8388608.0f : x;
+  const uint32_t ix = bits_of(scaled);
+  int32_t exponent = int32_t((ix >> 23) & 0xffu) - 127;
+  float m = float_of((ix & 0x007fffffu) | 0x3f800000u);  // in [1, 2)
+  const bool upper = m > 1.41421356f;                      // bring m into [sqrt(1/2), sqrt(2))
+  m = upper ? m * 0.5f : m;
+  exponent += upper ? 1 : 0;
+  exponent -= tiny ? 23 : 0;
+  // log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716: the series to s^11 is below 1 ulp.
+  const float f = m - 1.0f;
+  const float s = f / (2.0f + f);
+  const float s2 = s * s;
+  const float tail =
+      s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9 + s2 * (1.0f / 11)))));
+  const float log_m = 2.0f * s + 2.0f * s * tail;
+  const float e = float(exponent);
+  float r = e * kLn2Hi + (log_m + e * kLn2Lo);
+  r = x == 0.0f ? -f32_inf() : r;
+  r = x < 0.0f ? f32_nan() : r;
+  r = x == f32_inf() ? x : r;
+  r = x != x ? x : r;
+  return r;
+}
+
+GF_HD float log1p_(float x) {
+  // log(u) with u = 1 + x rounded, corrected by the rounding error of u (first order).
+  const float u = 1.0f + x;
+  const float correction = u == 0.0f ? 0.0f : (x - (u - 1.0f)) / u;
+  float r = log_(u) + correction;
+  r = u == 1.0f ? x : r;
+  r = x == f32_inf() ? x : r;
+  return r;
+}
+
+GF_HD float exp_(float x) {
+  constexpr float kLog2e = 1.44269504f;
+  constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float clamped = x > 89.0f ? 89.0f : (x < -104.0f ? -104.0f : (x != x ? 0.0f : x));
+  const float n = (clamped * kLog2e + kRoundMagic) - kRoundMagic;
+  const float r = (clamped - n * kLn2Hi) - n * kLn2Lo;  // |r| <= ln2/2
+  const float p =
+      1.0f + r * (1.0f + r * (1.0f / 2 + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 +
+      r * (1.0f / 720 + r * (1.0f / 5040)))))));
+  // 2^n in two factors keeps each in the normal range and rounds once into subnormals.
+  const int32_t ni = int32_t(n);
+  const int32_t half_n = ni / 2;
+  const float scale_a = float_of(uint32_t(half_n + 127) << 23);
+  const float scale_b = float_of(uint32_t(ni - half_n + 127) << 23);
+  float result = (p * scale_a) * scale_b;
+  result = x > 88.7228394f ? f32_inf() : result;
+  result = x < -103.972084f ? 0.0f : result;
+  result = x != x ? x : result;
+  return result;
+}
+
+GF_HD double log_(double x) { return ::log(x); }
+GF_HD double log1p_(double x) { return ::log1p(x); }
+GF_HD double exp_(double x) { return ::exp(x); }
+
+// sin(2 pi u) and cos(2 pi u) for u in [0, 1), by quadrant reduction of 4u.
+GF_HD void sincos_2pi(float u, float* sin_out, float* cos_out) {
+  constexpr float kRoundMagic = 12582912.0f;
+  const float t = 4.0f * u;
+  const float q = (t + kRoundMagic) - kRoundMagic;
+  const float a = (t - q) * 1.57079633f;  // in [-pi/4, pi/4]
+  const float a2 = a * a;
+  const float s = a * (1.0f - a2 * (1.0f / 6 - a2 * (1.0f / 120 - a2 * (1.0f / 5040 -
+                  a2 * (1.0f / 362880)))));
+  const float c = 1.0f - a2 * (1.0f / 2 - a2 * (1.0f / 24 - a2 * (1.0f / 720 - a2 * (1.0f / 40320 -
+                  a2 * (1.0f / 3628800)))));
+  const int32_t quadrant = int32_t(q) & 3;
+  const float sq = quadrant == 0 ? s : (quadrant == 1 ? c : (quadrant == 2 ? -s : -c));
+  const float cq = quadrant == 0 ? c : (quadrant == 1 ? -s : (quadrant == 2 ? -c : s));
+  *sin_out = sq;
+  *cos_out = cq;
+}
+
+GF_HD float sqrt_(float x) {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(x);
+#else
+  return std::sqrt(x);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11).
+// Element i of a stream draws from counter (i / 4, offset) with key seed, word i % 4.
+struct Philox4 { uint32_t v[4]; };
+
+GF_HD Philox4 philox4x32_10(uint64_t counter_lo, uint64_t counter_hi, uint64_t key) {
+  uint32_t c0 = uint32_t(counter_lo), c1 = uint32_t(counter_lo >> 32);
+  uint32_t c2 = uint32_t(counter_hi), c3 = uint32_t(counter_hi >> 32);
+  uint32_t k0 = uint32_t(key), k1 = uint32_t(key >> 32);
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = uint64_t(0xD2511F53u) * c0;
+    const uint64_t p1 = uint64_t(0xCD9E8D57u) * c2;
+    const uint32_t n0 = uint32_t(p1 >> 32) ^ c1 ^ k0;
+    const uint32_t n2 = uint32_t(p0 >> 32) ^ c3 ^ k1;
+    c1 = uint32_t(p1);
+    c3 = uint32_t(p0);
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return Philox4{{c0, c1, c2, c3}};
+}
+
+// Four standard normals from one Philox block: Box-Muller on words (0, 1) and (2, 3).
+struct Normal4 { float v[4]; };
+
+GF_HD void box_muller(uint32_t a, uint32_t b, float* first, float* second) {
+  constexpr float k2pow24inv = 5.96046448e-08f;  // 2^-24
+  const float u1 = float((a >> 8) + 1u) * k2pow24inv;  // (0, 1]: log stays finite
+  const float u2 = float(b >> 8) * k2pow24inv;         // [0, 1)
+  const float radius = sqrt_(-2.0f * log_(u1));
+  float s, c;
+  sincos_2pi(u2, &s, &c);
+  *first = radius * c;
+  *second = radius * s;
+}
+
+GF_HD Normal4 normal4(uint64_t group, uint64_t seed, uint64_t offset) {
+  const Philox4 r = philox4x32_10(group, offset, seed);
+  Normal4 n;
+  box_muller(r.v[0], r.v[1], &n.v[0], &n.v[1]);
+  box_muller(r.v[2], r.v[3], &n.v[2], &n.v[3]);
+  return n;
+}
+
+// Dropout keeps element i when the top 24 bits of its Philox word fall below keep_threshold,
+// keep_threshold = round((1 - p) * 2^24), computed once on the host.
+GF_HD bool keep4(const Philox4& r, int lane, uint32_t keep_threshold) {
+  return (r.v[lane] >> 8) < keep_threshold;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loss terms: loss(x, y) for one element and its partial derivatives.
+template <class T> GF_HD T clamp_log(T v) { return v < T(-100) ? T(-100) : v; }  // NaN passes
+
+// torch.nn.functional.binary_cross_entropy: logs clamped at -100, gradient denominator at 1e-12.
+struct BceTerm {
+  template <class T> GF_HD static T loss(T p, T t) {
+    return (t - T(1)) * clamp_log(log1p_(-p)) - t * clamp_log(log_(p));
+  }
+  template <class T> GF_HD static T grad_x(T p, T t) {
+    const T denom = (T(1) - p) * p;
+    return (p - t) / (denom < T(1e-12) ? T(1e-12) : denom);
+  }
+  template <class T> GF_HD static T grad_y(T p, T) {
+    return clamp_log(log1p_(-p)) - clamp_log(log_(p));
+  }
+};
+
+// Binary cross-entropy on logits: (1 - t) x + softplus(-x), softplus(-x) = max(-x, 0) + log1p(e^-|x|).
+struct BceLogitsTerm {
+  template <class T> GF_HD static T loss(T x, T t) {
+    const T abs_x = x < T(0) ? -x : x;
+    const T neg_part = x < T(0) ? -x : T(0);
+    return (T(1) - t) * x + neg_part + log1p_(exp_(-abs_x));
+  }
+  template <class T> GF_HD static T grad_x(T x, T t) {
+    const T e = exp_(x < T(0) ? x : -x);  // exp(-|x|) in (0, 1]
+    const T sigmoid = x < T(0) ? e / (T(1) + e) : T(1) / (T(1) + e);
+    return sigmoid - t;
+  }
+  template <class T> GF_HD static T grad_y(T x, T) { return -x; }
+};
+
+// KL(N(mu, e^logvar) || N(0, 1)) per element: (e^logvar - logvar - 1 + mu^2) / 2.
+struct KlTerm {
+  template <class T> GF_HD static T loss(T mu, T logvar) {
+    return T(0.5) * (exp_(logvar) - logvar - T(1) + mu * mu);
+  }
+  template <class T> GF_HD static T grad_x(T mu, T) { return mu; }
+  template <class T> GF_HD static T grad_y(T, T logvar) { return T(0.5) * (exp_(logvar) - T(1)); }
+};
+
+// An absent second segment.
+struct NoTerm {
+  template <class T> GF_HD static T loss(T, T) { return T(0); }
+  template <class T> GF_HD static T grad_x(T, T) { return T(0); }
+  template <class T> GF_HD static T grad_y(T, T) { return T(0); }
+};
+
+}  // namespace gf

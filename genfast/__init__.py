@@ -1,0 +1,38 @@
+"""genfast: fused C++/CUDA kernels for classic generative models, checked against plain PyTorch.
+
+The fused ops (each a ``torch.library`` custom op in the ``genfast`` namespace):
+
+- :func:`reparameterise`: z = mu + eps * exp(logvar / 2), eps drawn in-kernel (Philox)
+- :func:`kl_divergence`: 0.5 * sum(exp(logvar) - logvar - 1 + mu^2)
+- :func:`binary_cross_entropy`, :func:`binary_cross_entropy_with_logits`
+- :func:`vae_loss`: BCE(sum) + beta * KL in one kernel launch, gradients in the same pass
+- :func:`dropout_corrupt`: the practicum's ``x * Dropout(p)(ones)`` corruption plus its keep-mask
+
+:mod:`genfast.reference` has the same functions in plain PyTorch; :mod:`genfast.nn` wraps them as
+modules.
+"""
+
+from . import nn, reference
+from .ops import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    build_info,
+    dropout_corrupt,
+    kl_divergence,
+    reparameterise,
+    vae_loss,
+)
+
+__version__ = build_info()["version"]
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "build_info",
+    "dropout_corrupt",
+    "kl_divergence",
+    "nn",
+    "reference",
+    "reparameterise",
+    "vae_loss",
+]

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+import genfast
+from genfast import ops
+
+CUDA = torch.cuda.is_available() and genfast.build_info()["cuda"]
+DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# Per-dtype tolerances against the float64 reference (rtol, atol). Low-precision inputs are
+# compared after rounding the inputs, so these bound the kernel's own arithmetic and output rounding.
+TOLERANCES = {
+    torch.float32: (2e-6, 2e-6),
+    torch.float64: (1e-12, 1e-12),
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (2e-2, 2e-2),
+}
+SIZES = [1, 3, 784, 4097]
+PRIME_BATCH = 131
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device and a CUDA build")
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs():
+    """Every kernel output starts as NaN (or 0xA5 bytes): an element left unwritten fails."""
+    ops.poison_outputs = True
+    yield
+    ops.poison_outputs = False
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(params=DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+def dtype(request):
+    return request.param
+
+
+def assert_close(actual, expected, dtype, scale=1.0):
+    """actual (any dtype) against a float64 expected, with dtype's tolerances (atol scaled)."""
+    rtol, atol = TOLERANCES[dtype]
+    # The best a kernel can return is the exact value rounded to its dtype (inf past the range).
+    expected = expected.detach().to(dtype).double() if dtype != torch.float64 else expected
+    torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), rtol=rtol,
+                               atol=atol * scale, equal_nan=True)
+
+
+def as64(*tensors):
+    """float64 copies that require grad, for the reference side of a comparison."""
+    return [t.detach().double().requires_grad_(t.requires_grad) for t in tensors]
+
+
+requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device and a CUDA build of genfast")

@@ -1,0 +1,120 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+import genfast
+from genfast import reference
+from conftest import PRIME_BATCH, SIZES, as64, assert_close
+
+TINY = 1e-40  # a float32 denormal
+SHAPES = [(n,) for n in SIZES] + [(PRIME_BATCH, 784), (2, 3, 5), (0,)]
+OPS = {
+    "probs": (genfast.binary_cross_entropy, reference.binary_cross_entropy),
+    "logits": (genfast.binary_cross_entropy_with_logits, reference.binary_cross_entropy_with_logits),
+}
+
+
+def _inputs(kind, shape, device, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g) if kind == "probs" else 4 * torch.randn(shape, generator=g)
+    target = torch.rand(shape, generator=g)
+    target.view(-1)[::3] = 1.0  # hard labels among soft ones
+    target.view(-1)[1::5] = 0.0
+    if kind == "probs" and dtype in (torch.float16, torch.bfloat16):
+        x = x.clamp(1e-2, 1 - 1e-2)  # (p - t) / (p (1 - p)) overflows half precision near 0 and 1
+    return x.to(device, dtype).requires_grad_(), target.to(device, dtype)
+
+
+@pytest.mark.parametrize("kind", OPS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_reference(kind, device, dtype, reduction, shape):
+    op, ref_op = OPS[kind]
+    x, target = _inputs(kind, shape, device, dtype)
+    x64, target64 = as64(x, target)
+    out = op(x, target, reduction)
+    ref = ref_op(x64, target64, reduction)
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert_close(out, ref, dtype, scale=10 if reduction == "sum" else 1)
+
+    grad_out = torch.rand(ref.shape, dtype=torch.float64) + 0.5
+    out.backward(grad_out.to(device, dtype))
+    ref.backward(grad_out)
+    assert_close(x.grad, x64.grad, dtype)
+
+
+@pytest.mark.parametrize("kind", OPS)
+def test_target_gradient(kind, device):
+    op, ref_op = OPS[kind]
+    x, target = _inputs(kind, (5, 7), device, torch.float32)
+    target.requires_grad_()
+    x64, target64 = as64(x, target)
+    out, ref = op(x, target, "sum"), ref_op(x64, target64, "sum")
+    out.backward(torch.tensor(0.7, device=device))
+    ref.backward(torch.tensor(0.7, dtype=torch.float64))
+    assert_close(target.grad, target64.grad, torch.float32, scale=100)
+    assert_close(x.grad, x64.grad, torch.float32)
+
+
+def test_edge_probabilities_match_torch(device):
+    """0, 1, denormals and values next to 0 and 1, with the -100 log clamp and the 1e-12 floor."""
+    p = torch.tensor([0.0, 1.0, TINY, 1e-30, 1e-7, 0.5, 1 - 6e-8, 0.9999, 0.0, 1.0, TINY])
+    t = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.3, 0.5, 0.0, 1.0, 1.0, 0.0, 1.0])
+    p_dev = p.to(device).requires_grad_()
+    p64 = p.detach().double().requires_grad_()
+    out = genfast.binary_cross_entropy(p_dev, t.to(device), "none")
+    ref = F.binary_cross_entropy(p64, t.double(), reduction="none")
+    assert_close(out, ref, torch.float32)
+    out.sum().backward()
+    ref.sum().backward()
+    assert_close(p_dev.grad, p64.grad, torch.float32)
+
+
+def test_edge_logits_match_torch(device):
+    x = torch.tensor([0.0, 1e-30, -1e-30, 30.0, -30.0, 100.0, -100.0, 89.0, -104.0, float("inf"),
+                      float("-inf"), float("nan")])
+    t = torch.tensor([0.5, 1.0, 0.0, 0.0, 1.0, 0.2, 0.7, 1.0, 0.0, 0.0, 1.0, 0.5])
+    x_dev = x.to(device).requires_grad_()
+    x64 = x.detach().double().requires_grad_()
+    out = genfast.binary_cross_entropy_with_logits(x_dev, t.to(device), "none")
+    ref = F.binary_cross_entropy_with_logits(x64, t.double(), reduction="none")
+    assert_close(out, ref, torch.float32)
+    out.sum().backward()
+    ref.sum().backward()
+    assert_close(x_dev.grad, x64.grad, torch.float32)
+
+
+def test_nan_target_propagates_and_out_of_range_probs_give_nan(device):
+    p = torch.tensor([0.3, 0.3, -0.1, 1.5, float("nan"), float("inf")], device=device)
+    t = torch.tensor([float("nan"), 0.5, 0.5, 0.5, 0.5, 0.5], device=device)
+    out = genfast.binary_cross_entropy(p, t, "none")
+    assert torch.isnan(out[0]) and torch.isfinite(out[1])
+    # torch raises for probabilities outside [0, 1]; genfast does not scan for them (that would
+    # cost a synchronisation) and returns NaN for those elements instead.
+    assert torch.isnan(out[2:]).all()
+    assert torch.isnan(genfast.binary_cross_entropy(p, t, "sum"))
+
+
+@pytest.mark.parametrize("kind", OPS)
+def test_gradcheck(kind):
+    x, target = _inputs(kind, (4, 6), "cpu", torch.float64)
+    if kind == "probs":
+        x = (0.05 + 0.9 * x.detach()).requires_grad_()  # keep finite differences inside (0, 1)
+    target = target.detach().requires_grad_()
+    op = OPS[kind][0]
+    for reduction in ("mean", "none"):
+        assert torch.autograd.gradcheck(lambda a, b: op(a, b, reduction), (x, target))
+
+
+@pytest.mark.parametrize("name", ["binary_cross_entropy", "binary_cross_entropy_with_logits"])
+def test_opcheck(name, device):
+    x, target = _inputs("probs", (5, 9), device, torch.float32)
+    op = getattr(torch.ops.genfast, name).default
+    for reduction in ("mean", "none"):
+        torch.library.opcheck(op, (x, target, reduction, True, False))
+
+
+def test_empty_mean_is_nan_like_torch():
+    x = torch.zeros(0)
+    assert torch.isnan(genfast.binary_cross_entropy(x, x)) and torch.isnan(F.binary_cross_entropy(x, x))
+    assert genfast.binary_cross_entropy_with_logits(x, x, "sum").item() == 0.0

@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+import genfast
+from genfast import reference
+from conftest import PRIME_BATCH, as64, assert_close
+
+
+def _inputs(batch, device, dtype, from_logits=False, pixels=784, latent=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    recon = 3 * torch.randn(batch, pixels, generator=g) if from_logits else torch.rand(batch, pixels, generator=g)
+    target = torch.rand(batch, pixels, generator=g)
+    mu = torch.randn(batch, latent, generator=g)
+    logvar = 0.5 * torch.randn(batch, latent, generator=g)
+    recon, mu, logvar = (t.to(device, dtype).requires_grad_() for t in (recon, mu, logvar))
+    return recon, target.to(device, dtype), mu, logvar
+
+
+@pytest.mark.parametrize("from_logits", [False, True], ids=["probs", "logits"])
+@pytest.mark.parametrize("reduction", ["sum", "mean", "none"])
+@pytest.mark.parametrize("batch", [1, 3, PRIME_BATCH])
+def test_matches_reference(device, dtype, from_logits, reduction, batch):
+    beta = 0.7
+    recon, target, mu, logvar = _inputs(batch, device, dtype, from_logits)
+    r64, t64, mu64, lv64 = as64(recon, target, mu, logvar)
+    out = genfast.vae_loss(recon, target, mu, logvar, beta, from_logits, reduction)
+    ref = reference.vae_loss(r64, t64, mu64, lv64, beta, from_logits, reduction)
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert_close(out, ref, dtype, scale=1000)
+
+    grad_out = torch.rand(ref.shape, dtype=torch.float64) + 0.5
+    out.backward(grad_out.to(device, dtype))
+    ref.backward(grad_out)
+    for got, want in ((recon, r64), (mu, mu64), (logvar, lv64)):
+        assert_close(got.grad, want.grad, dtype)
+
+
+def test_is_bce_sum_plus_beta_kl(device):
+    recon, target, mu, logvar = _inputs(9, device, torch.float64)
+    fused = genfast.vae_loss(recon, target, mu, logvar, beta=2.5)
+    separate = (genfast.binary_cross_entropy(recon, target, "sum")
+                + 2.5 * genfast.kl_divergence(mu, logvar, "sum"))
+    torch.testing.assert_close(fused, separate)
+
+
+def test_target_gradient(device):
+    recon, target, mu, logvar = _inputs(4, device, torch.float64)
+    target.requires_grad_()
+    r64, t64, mu64, lv64 = as64(recon, target, mu, logvar)
+    genfast.vae_loss(recon, target, mu, logvar).backward()
+    reference.vae_loss(r64, t64, mu64, lv64).backward()
+    torch.testing.assert_close(target.grad.cpu(), t64.grad)
+
+
+def test_only_requested_gradients_are_computed():
+    recon, target, mu, logvar = _inputs(3, "cpu", torch.float32)
+    with torch.no_grad():
+        genfast.vae_loss(recon, target, mu, logvar)  # no gradient buffers: must not fail
+    out = torch.ops.genfast.vae_loss(recon, target, mu, logvar, 1.0, False, "sum", False, False)
+    assert all(g.numel() == 0 for g in out[1:])
+
+
+def test_gradcheck():
+    recon, target, mu, logvar = (t.detach() for t in _inputs(3, "cpu", torch.float64, pixels=6, latent=2))
+    recon = (0.05 + 0.9 * recon).requires_grad_()
+    mu.requires_grad_(), logvar.requires_grad_()
+    for reduction in ("sum", "none"):
+        assert torch.autograd.gradcheck(
+            lambda r, m, v: genfast.vae_loss(r, target, m, v, 0.5, False, reduction), (recon, mu, logvar))
+
+
+def test_opcheck(device):
+    recon, target, mu, logvar = _inputs(5, device, torch.float32, pixels=12, latent=3)
+    for args in ((0.5, False, "sum"), (1.0, True, "none"), (1.0, False, "mean")):
+        torch.library.opcheck(torch.ops.genfast.vae_loss.default,
+                              (recon, target, mu, logvar, *args, True, False))
+
+
+def test_module_form():
+    recon, target, mu, logvar = _inputs(4, "cpu", torch.float32)
+    loss = genfast.nn.VAELoss(beta=0.3)(recon, target, mu, logvar)
+    torch.testing.assert_close(loss, genfast.vae_loss(recon, target, mu, logvar, 0.3))
