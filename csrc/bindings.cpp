@@ -45,7 +45,16 @@ void dropout_backward(int dtype, int64_t n, uintptr_t grad_out, uintptr_t mask, 
   else gf::cuda::dropout_backward(dtype, n, grad_out, mask, scale, grad_x, device, stream);
 }
 
-void fused_loss(const gf::LossProblem& problem, int device, uintptr_t stream, int threads) {
+// Positional arguments in LossProblem's field order: one call, no per-field attribute traffic.
+void fused_loss(int dtype, int term_a, int term_b, int64_t rows, int64_t cols_a, int64_t n_a,
+                int64_t cols_b, uintptr_t x_a, uintptr_t y_a, uintptr_t x_b, uintptr_t y_b, double weight_b,
+                uintptr_t out_total, double total_divisor, uintptr_t out_rows, uintptr_t out_elems,
+                uintptr_t grad_x_a, uintptr_t grad_y_a, uintptr_t grad_x_b, uintptr_t grad_y_b,
+                double grad_scale_a, double grad_scale_b, uintptr_t workspace, int device, uintptr_t stream,
+                int threads) {
+  const gf::LossProblem problem{dtype, term_a, term_b, rows, cols_a, n_a, cols_b, x_a, y_a, x_b, y_b,
+                                weight_b, out_total, total_divisor, out_rows, out_elems, grad_x_a, grad_y_a,
+                                grad_x_b, grad_y_b, grad_scale_a, grad_scale_b, workspace};
   py::gil_scoped_release release;
   if (device < 0) gf::cpu::fused_loss(problem, threads);
   else gf::cuda::fused_loss(problem, device, stream);
@@ -86,32 +95,6 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "genfast kernels (CPU and, when built with it, CUDA); called through genfast.ops";
-
-  py::class_<gf::LossProblem>(m, "LossProblem")
-      .def(py::init<>())
-      .def_readwrite("dtype", &gf::LossProblem::dtype)
-      .def_readwrite("term_a", &gf::LossProblem::term_a)
-      .def_readwrite("term_b", &gf::LossProblem::term_b)
-      .def_readwrite("rows", &gf::LossProblem::rows)
-      .def_readwrite("cols_a", &gf::LossProblem::cols_a)
-      .def_readwrite("n_a", &gf::LossProblem::n_a)
-      .def_readwrite("cols_b", &gf::LossProblem::cols_b)
-      .def_readwrite("x_a", &gf::LossProblem::x_a)
-      .def_readwrite("y_a", &gf::LossProblem::y_a)
-      .def_readwrite("x_b", &gf::LossProblem::x_b)
-      .def_readwrite("y_b", &gf::LossProblem::y_b)
-      .def_readwrite("weight_b", &gf::LossProblem::weight_b)
-      .def_readwrite("out_total", &gf::LossProblem::out_total)
-      .def_readwrite("total_divisor", &gf::LossProblem::total_divisor)
-      .def_readwrite("out_rows", &gf::LossProblem::out_rows)
-      .def_readwrite("out_elems", &gf::LossProblem::out_elems)
-      .def_readwrite("grad_x_a", &gf::LossProblem::grad_x_a)
-      .def_readwrite("grad_y_a", &gf::LossProblem::grad_y_a)
-      .def_readwrite("grad_x_b", &gf::LossProblem::grad_x_b)
-      .def_readwrite("grad_y_b", &gf::LossProblem::grad_y_b)
-      .def_readwrite("grad_scale_a", &gf::LossProblem::grad_scale_a)
-      .def_readwrite("grad_scale_b", &gf::LossProblem::grad_scale_b)
-      .def_readwrite("workspace", &gf::LossProblem::workspace);
 
   m.def("reparameterise_forward", &reparameterise_forward);
   m.def("reparameterise_backward", &reparameterise_backward);

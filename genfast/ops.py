@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import _C
 
@@ -145,6 +146,64 @@ def _ptr(t: Optional[Tensor]) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# Two routes to one implementation. The custom op (torch.ops.genfast.*) is what torch.compile,
+# FakeTensor, opcheck, vmap and every dispatch mode see. In plain eager mode the public functions
+# call the same implementation and the same autograd formulas through a torch.autograd.Function,
+# skipping the dispatcher's round trips (about 15 us a call, as much as the kernel at small sizes).
+
+eager_fast_path = True  # tests switch it off to check that both routes agree
+
+
+def _define(name: str, impl, fake, setup_context=None, backward=None):
+    """Registers impl as the custom op genfast::name; returns (op, eager route).
+
+    Ops without a backward (the backward kernels themselves) take the eager route only when no
+    gradient is being recorded, so that differentiating through them fails loudly in the op.
+    """
+    op = torch.library.custom_op(f"genfast::{name}", impl, mutates_args=())
+    op.register_fake(fake)
+    if backward is None:
+        def untracked(*args):
+            if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+                return op(*args)
+            return impl(*args)
+        return op, untracked
+    op.register_autograd(backward, setup_context=setup_context)
+
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(*args):
+            return impl(*args)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            setup_context(ctx, inputs, output)
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
+    Eager.__name__ = Eager.__qualname__ = f"{name}_eager"
+    return op, Eager.apply
+
+
+def _plain_eager(tensors) -> bool:
+    return (
+        eager_fast_path
+        and not torch.compiler.is_compiling()
+        and not torch._C._is_torch_function_mode_enabled()
+        and not torch._C._are_functorch_transforms_active()
+        and _get_current_dispatch_mode() is None
+        and all(type(t) is Tensor for t in tensors)
+    )
+
+
+def _call(routes, *args):
+    op, eager = routes
+    return eager(*args) if _plain_eager(a for a in args if isinstance(a, Tensor)) else op(*args)
+
+
+# --------------------------------------------------------------------------------------------
 # reparameterise
 
 
@@ -156,8 +215,7 @@ def _validate_reparameterise(mu, logvar, seed_offset) -> None:
     _check_seed_offset(seed_offset, mu)
 
 
-@torch.library.custom_op("genfast::reparameterise", mutates_args=())
-def _reparameterise(mu: Tensor, logvar: Tensor, seed_offset: Tensor) -> Tensor:
+def _reparameterise_impl(mu: Tensor, logvar: Tensor, seed_offset: Tensor) -> Tensor:
     _validate_reparameterise(mu, logvar, seed_offset)
     mu, logvar, seed_offset = mu.contiguous(), logvar.contiguous(), seed_offset.contiguous()
     z = _empty(mu.shape, mu)
@@ -168,14 +226,12 @@ def _reparameterise(mu: Tensor, logvar: Tensor, seed_offset: Tensor) -> Tensor:
     return z
 
 
-@_reparameterise.register_fake
-def _(mu, logvar, seed_offset):
+def _reparameterise_fake(mu, logvar, seed_offset):
     _validate_reparameterise(mu, logvar, seed_offset)
     return mu.new_empty(mu.shape)
 
 
-@torch.library.custom_op("genfast::reparameterise_backward", mutates_args=())
-def _reparameterise_backward(grad_z: Tensor, logvar: Tensor, seed_offset: Tensor) -> Tensor:
+def _reparameterise_backward_impl(grad_z: Tensor, logvar: Tensor, seed_offset: Tensor) -> Tensor:
     """d z / d logvar applied to grad_z: grad_z * eps * exp(logvar / 2) / 2, eps regenerated."""
     _validate_reparameterise(grad_z, logvar, seed_offset)
     grad_z, logvar = grad_z.contiguous(), logvar.contiguous()
@@ -187,10 +243,13 @@ def _reparameterise_backward(grad_z: Tensor, logvar: Tensor, seed_offset: Tensor
     return grad_logvar
 
 
-@_reparameterise_backward.register_fake
-def _(grad_z, logvar, seed_offset):
+def _reparameterise_backward_fake(grad_z, logvar, seed_offset):
     _validate_reparameterise(grad_z, logvar, seed_offset)
     return logvar.new_empty(logvar.shape)
+
+
+_REPARAMETERISE_BACKWARD = _define(
+    "reparameterise_backward", _reparameterise_backward_impl, _reparameterise_backward_fake)
 
 
 def _reparameterise_setup(ctx, inputs, output):
@@ -200,10 +259,11 @@ def _reparameterise_setup(ctx, inputs, output):
 
 def _reparameterise_grad(ctx, grad_z):
     logvar, seed_offset = ctx.saved_tensors
-    return grad_z, _reparameterise_backward(grad_z, logvar, seed_offset), None
+    return grad_z, _call(_REPARAMETERISE_BACKWARD, grad_z, logvar, seed_offset), None
 
 
-_reparameterise.register_autograd(_reparameterise_grad, setup_context=_reparameterise_setup)
+_REPARAMETERISE = _define("reparameterise", _reparameterise_impl, _reparameterise_fake,
+                          _reparameterise_setup, _reparameterise_grad)
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,8 +282,7 @@ def _validate_dropout(x, p, seed_offset) -> float:
     return p
 
 
-@torch.library.custom_op("genfast::dropout_corrupt", mutates_args=())
-def _dropout_corrupt(x: Tensor, p: float, seed_offset: Tensor) -> tuple[Tensor, Tensor]:
+def _dropout_corrupt_impl(x: Tensor, p: float, seed_offset: Tensor) -> tuple[Tensor, Tensor]:
     p = _validate_dropout(x, p, seed_offset)
     x = x.contiguous()
     out = _empty(x.shape, x)
@@ -236,14 +295,12 @@ def _dropout_corrupt(x: Tensor, p: float, seed_offset: Tensor) -> tuple[Tensor, 
     return out, mask
 
 
-@_dropout_corrupt.register_fake
-def _(x, p, seed_offset):
+def _dropout_corrupt_fake(x, p, seed_offset):
     _validate_dropout(x, p, seed_offset)
     return x.new_empty(x.shape), x.new_empty(x.shape, dtype=torch.bool)
 
 
-@torch.library.custom_op("genfast::dropout_corrupt_backward", mutates_args=())
-def _dropout_corrupt_backward(grad_out: Tensor, mask: Tensor, p: float) -> Tensor:
+def _dropout_corrupt_backward_impl(grad_out: Tensor, mask: Tensor, p: float) -> Tensor:
     _check_float_tensor("grad_out", grad_out)
     p = _check_probability(p)
     if mask.dtype != torch.bool:
@@ -258,9 +315,12 @@ def _dropout_corrupt_backward(grad_out: Tensor, mask: Tensor, p: float) -> Tenso
     return grad_x
 
 
-@_dropout_corrupt_backward.register_fake
-def _(grad_out, mask, p):
+def _dropout_corrupt_backward_fake(grad_out, mask, p):
     return grad_out.new_empty(grad_out.shape)
+
+
+_DROPOUT_CORRUPT_BACKWARD = _define(
+    "dropout_corrupt_backward", _dropout_corrupt_backward_impl, _dropout_corrupt_backward_fake)
 
 
 def _dropout_setup(ctx, inputs, output):
@@ -271,10 +331,11 @@ def _dropout_setup(ctx, inputs, output):
 
 def _dropout_grad(ctx, grad_out, _grad_mask):
     (mask,) = ctx.saved_tensors
-    return _dropout_corrupt_backward(grad_out, mask, ctx.p), None, None
+    return _call(_DROPOUT_CORRUPT_BACKWARD, grad_out, mask, ctx.p), None, None
 
 
-_dropout_corrupt.register_autograd(_dropout_grad, setup_context=_dropout_setup)
+_DROPOUT_CORRUPT = _define("dropout_corrupt", _dropout_corrupt_impl, _dropout_corrupt_fake,
+                           _dropout_setup, _dropout_grad)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,40 +349,34 @@ def _run_fused_loss(
     cols_b: int = 0, weight_b: float = 1.0, grad_b: bool = False, grad_scale_b: float = 1.0,
     elementwise: bool = False,
 ) -> tuple[Tensor, ...]:
-    """Runs the fused loss kernel; returns (loss, grad_x_a, grad_y_a, grad_x_b, grad_y_b)."""
+    """Runs the fused loss kernel; returns (loss, grad_x_a, grad_y_a, grad_x_b, grad_y_b).
+
+    A gradient not asked for comes back as an empty placeholder (None for an absent segment B).
+    """
     if reduction == "none":
         loss = _empty(x_a.shape if elementwise else (rows,), x_a)
     else:
         loss = _empty((), x_a)
     gx_a, gy_a = _grad_buffer(grad_x_a, x_a), _grad_buffer(grad_y_a, y_a)
-    gx_b = _grad_buffer(grad_b, x_b) if x_b is not None else x_a.new_empty(_NO_GRAD)
-    gy_b = _grad_buffer(grad_b, y_b) if y_b is not None else x_a.new_empty(_NO_GRAD)
+    gx_b = _grad_buffer(grad_b, x_b) if x_b is not None else None
+    gy_b = _grad_buffer(grad_b, y_b) if y_b is not None else None
 
-    problem = _C.LossProblem()
-    problem.dtype = _DTYPE_CODES[x_a.dtype]
-    problem.term_a, problem.term_b = _TERMS[term_a], _TERMS[term_b]
-    problem.rows, problem.cols_a, problem.n_a, problem.cols_b = rows, cols_a, x_a.numel(), cols_b
-    problem.x_a, problem.y_a = _ptr(x_a), _ptr(y_a)
-    problem.x_b, problem.y_b = _ptr(x_b), _ptr(y_b)
-    problem.weight_b = weight_b
     if reduction == "none":
-        if elementwise:
-            problem.out_elems = _ptr(loss)
-        else:
-            problem.out_rows = _ptr(loss)
+        out_total, out_rows, out_elems = 0, (0 if elementwise else _ptr(loss)), (_ptr(loss) if elementwise else 0)
     else:
-        problem.out_total = loss.data_ptr()
-        problem.total_divisor = divisor if reduction == "mean" else 1.0
-    problem.grad_x_a, problem.grad_y_a = _ptr(gx_a), _ptr(gy_a)
-    problem.grad_x_b, problem.grad_y_b = _ptr(gx_b), _ptr(gy_b)
-    problem.grad_scale_a, problem.grad_scale_b = grad_scale_a, grad_scale_b
-
+        out_total, out_rows, out_elems = loss.data_ptr(), 0, 0
     device, stream, threads = _launch(x_a)
+    workspace = None
     if device >= 0:
         # Row sums plus the zeroed arrival counter of the last-block reduction.
         workspace = torch.zeros(rows + 1, dtype=torch.float64, device=x_a.device)
-        problem.workspace = workspace.data_ptr()
-    _C.fused_loss(problem, device, stream, threads)
+    _C.fused_loss(
+        _DTYPE_CODES[x_a.dtype], _TERMS[term_a], _TERMS[term_b], rows, cols_a, x_a.numel(), cols_b,
+        _ptr(x_a), _ptr(y_a), _ptr(x_b), _ptr(y_b), weight_b,
+        out_total, divisor if reduction == "mean" else 1.0, out_rows, out_elems,
+        _ptr(gx_a), _ptr(gy_a), _ptr(gx_b), _ptr(gy_b), grad_scale_a, grad_scale_b,
+        _ptr(workspace), device, stream, threads,
+    )
     return loss, gx_a, gy_a, gx_b, gy_b
 
 
@@ -379,8 +434,7 @@ def _validate_kl(mu, logvar, reduction) -> None:
     _check_reduction(reduction)
 
 
-@torch.library.custom_op("genfast::kl_divergence", mutates_args=())
-def _kl_divergence(
+def _kl_divergence_impl(
     mu: Tensor, logvar: Tensor, reduction: str, compute_grad: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     _validate_kl(mu, logvar, reduction)
@@ -393,8 +447,7 @@ def _kl_divergence(
     return loss, g_mu, g_logvar
 
 
-@_kl_divergence.register_fake
-def _(mu, logvar, reduction, compute_grad):
+def _kl_divergence_fake(mu, logvar, reduction, compute_grad):
     _validate_kl(mu, logvar, reduction)
     loss = mu.new_empty((mu.shape[0],) if reduction == "none" else ())
     grad_shape = mu.shape if compute_grad else _NO_GRAD
@@ -409,7 +462,7 @@ def _kl_grad(ctx, grad_loss, *_unused):
     return *_scaled_grads(ctx, grad_loss, per_row=True), None, None
 
 
-_kl_divergence.register_autograd(_kl_grad, setup_context=_kl_setup)
+_KL_DIVERGENCE = _define("kl_divergence", _kl_divergence_impl, _kl_divergence_fake, _kl_setup, _kl_grad)
 
 
 # binary_cross_entropy and binary_cross_entropy_with_logits -----------------------------------
@@ -445,38 +498,37 @@ def _bce_grad(ctx, grad_loss, *_unused):
     return *_scaled_grads(ctx, grad_loss, per_row=False), None, None, None
 
 
-@torch.library.custom_op("genfast::binary_cross_entropy", mutates_args=())
-def _binary_cross_entropy(
+def _binary_cross_entropy_impl(
     probs: Tensor, target: Tensor, reduction: str, grad_probs: bool, grad_target: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     _validate_bce(probs, target, reduction, "probs")
     return _bce("bce", probs, target, reduction, grad_probs, grad_target)
 
 
-@_binary_cross_entropy.register_fake
-def _(probs, target, reduction, grad_probs, grad_target):
+def _binary_cross_entropy_fake(probs, target, reduction, grad_probs, grad_target):
     _validate_bce(probs, target, reduction, "probs")
     return _bce_fake(probs, target, reduction, grad_probs, grad_target)
 
 
-_binary_cross_entropy.register_autograd(_bce_grad, setup_context=_bce_setup)
+_BINARY_CROSS_ENTROPY = _define("binary_cross_entropy", _binary_cross_entropy_impl,
+                                _binary_cross_entropy_fake, _bce_setup, _bce_grad)
 
 
-@torch.library.custom_op("genfast::binary_cross_entropy_with_logits", mutates_args=())
-def _binary_cross_entropy_with_logits(
+def _binary_cross_entropy_with_logits_impl(
     logits: Tensor, target: Tensor, reduction: str, grad_logits: bool, grad_target: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     _validate_bce(logits, target, reduction, "logits")
     return _bce("bce_logits", logits, target, reduction, grad_logits, grad_target)
 
 
-@_binary_cross_entropy_with_logits.register_fake
-def _(logits, target, reduction, grad_logits, grad_target):
+def _binary_cross_entropy_with_logits_fake(logits, target, reduction, grad_logits, grad_target):
     _validate_bce(logits, target, reduction, "logits")
     return _bce_fake(logits, target, reduction, grad_logits, grad_target)
 
 
-_binary_cross_entropy_with_logits.register_autograd(_bce_grad, setup_context=_bce_setup)
+_BINARY_CROSS_ENTROPY_WITH_LOGITS = _define(
+    "binary_cross_entropy_with_logits", _binary_cross_entropy_with_logits_impl,
+    _binary_cross_entropy_with_logits_fake, _bce_setup, _bce_grad)
 
 
 # vae_loss ------------------------------------------------------------------------------------
@@ -495,8 +547,7 @@ def _validate_vae(recon, target, mu, logvar, beta, reduction) -> None:
     _check_reduction(reduction)
 
 
-@torch.library.custom_op("genfast::vae_loss", mutates_args=())
-def _vae_loss(
+def _vae_loss_impl(
     recon: Tensor, target: Tensor, mu: Tensor, logvar: Tensor, beta: float, from_logits: bool,
     reduction: str, grad_inputs: bool, grad_target: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -514,8 +565,7 @@ def _vae_loss(
     return loss, g_recon, g_target, g_mu, g_logvar
 
 
-@_vae_loss.register_fake
-def _(recon, target, mu, logvar, beta, from_logits, reduction, grad_inputs, grad_target):
+def _vae_loss_fake(recon, target, mu, logvar, beta, from_logits, reduction, grad_inputs, grad_target):
     _validate_vae(recon, target, mu, logvar, beta, reduction)
     loss = recon.new_empty((recon.shape[0],) if reduction == "none" else ())
     grad = lambda t, wanted: t.new_empty(t.shape if wanted else _NO_GRAD)  # noqa: E731
@@ -532,7 +582,7 @@ def _vae_grad(ctx, grad_loss, *_unused):
     return *_scaled_grads(ctx, grad_loss, per_row=True), None, None, None, None, None
 
 
-_vae_loss.register_autograd(_vae_grad, setup_context=_vae_setup)
+_VAE_LOSS = _define("vae_loss", _vae_loss_impl, _vae_loss_fake, _vae_setup, _vae_grad)
 
 
 # --------------------------------------------------------------------------------------------
@@ -568,7 +618,7 @@ def reparameterise(
     """
     _check_float_tensor("mu", mu)
     _check_float_tensor("logvar", logvar)
-    return _reparameterise(mu, logvar, _draw_seed_offset(mu.device, seed, offset, generator))
+    return _call(_REPARAMETERISE, mu, logvar, _draw_seed_offset(mu.device, seed, offset, generator))
 
 
 def dropout_corrupt(
@@ -582,7 +632,7 @@ def dropout_corrupt(
     """
     _check_float_tensor("x", x)
     p = _check_probability(p)
-    return _dropout_corrupt(x, p, _draw_seed_offset(x.device, seed, offset, generator))
+    return _call(_DROPOUT_CORRUPT, x, p, _draw_seed_offset(x.device, seed, offset, generator))
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor, reduction: str = "sum") -> Tensor:
@@ -593,7 +643,7 @@ def kl_divergence(mu: Tensor, logvar: Tensor, reduction: str = "sum") -> Tensor:
     """
     _check_float_tensor("mu", mu)
     _check_float_tensor("logvar", logvar)
-    return _kl_divergence(mu, logvar, reduction, _wants_grad(mu, logvar))[0]
+    return _call(_KL_DIVERGENCE, mu, logvar, reduction, _wants_grad(mu, logvar))[0]
 
 
 def binary_cross_entropy(probs: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
@@ -604,16 +654,16 @@ def binary_cross_entropy(probs: Tensor, target: Tensor, reduction: str = "mean")
     """
     _check_float_tensor("probs", probs)
     _check_float_tensor("target", target)
-    return _binary_cross_entropy(probs, target, reduction, _wants_grad(probs),
-                                 _wants_grad(target))[0]
+    return _call(_BINARY_CROSS_ENTROPY, probs, target, reduction, _wants_grad(probs),
+                 _wants_grad(target))[0]
 
 
 def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Numerically stable BCE on logits, matching torch.nn.functional.binary_cross_entropy_with_logits."""
     _check_float_tensor("logits", logits)
     _check_float_tensor("target", target)
-    return _binary_cross_entropy_with_logits(logits, target, reduction, _wants_grad(logits),
-                                             _wants_grad(target))[0]
+    return _call(_BINARY_CROSS_ENTROPY_WITH_LOGITS, logits, target, reduction, _wants_grad(logits),
+                 _wants_grad(target))[0]
 
 
 def vae_loss(
@@ -627,5 +677,5 @@ def vae_loss(
     """
     for name, t in (("recon", recon), ("target", target), ("mu", mu), ("logvar", logvar)):
         _check_float_tensor(name, t)
-    return _vae_loss(recon, target, mu, logvar, beta, bool(from_logits), reduction,
-                     _wants_grad(recon, mu, logvar), _wants_grad(target))[0]
+    return _call(_VAE_LOSS, recon, target, mu, logvar, beta, bool(from_logits), reduction,
+                 _wants_grad(recon, mu, logvar), _wants_grad(target))[0]

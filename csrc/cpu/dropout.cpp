@@ -8,11 +8,11 @@ namespace {
 constexpr int kBlock = 256;
 
 template <class S>
-GF_CPU_CLONES void forward_range(const S* x, S* out, bool* mask, int64_t begin, int64_t end,
+GF_CPU_CLONES void forward_range(const S* x, S* out, uint8_t* mask, int64_t begin, int64_t end,
                                  uint32_t keep_threshold, compute_t<S> scale, uint64_t seed,
                                  uint64_t offset) {
   using C = compute_t<S>;
-  bool keep[kBlock];
+  uint8_t keep[kBlock];  // bytes, not bool: bool loads do not vectorise
   for (int64_t b = begin; b < end; b += kBlock) {
     const int count = int(std::min<int64_t>(kBlock, end - b));
     for (int g = 0; g < (count + 3) / 4; ++g) {
@@ -21,17 +21,17 @@ GF_CPU_CLONES void forward_range(const S* x, S* out, bool* mask, int64_t begin, 
     }
     for (int l = 0; l < count; ++l) {
       mask[b + l] = keep[l];
-      out[b + l] = from_compute<S>(to_compute(x[b + l]) * (keep[l] ? scale : C(0)));
+      out[b + l] = from_compute<S>(to_compute(x[b + l]) * (keep[l] != 0 ? scale : C(0)));
     }
   }
 }
 
 template <class S>
-GF_CPU_CLONES void backward_range(const S* grad_out, const bool* mask, S* grad_x, int64_t begin,
+GF_CPU_CLONES void backward_range(const S* grad_out, const uint8_t* mask, S* grad_x, int64_t begin,
                                   int64_t end, compute_t<S> scale) {
   using C = compute_t<S>;
   for (int64_t i = begin; i < end; ++i)
-    grad_x[i] = from_compute<S>(to_compute(grad_out[i]) * (mask[i] ? scale : C(0)));
+    grad_x[i] = from_compute<S>(to_compute(grad_out[i]) * (mask[i] != 0 ? scale : C(0)));
 }
 
 }  // namespace
@@ -43,7 +43,7 @@ void dropout_forward(int dtype, int64_t n, uintptr_t x, uint32_t keep_threshold,
     using S = typename decltype(tag)::type;
     parallel_chunks(n, kElementGrain, threads, [&](int64_t b, int64_t e) {
       forward_range<S>(reinterpret_cast<const S*>(x), reinterpret_cast<S*>(out),
-                       reinterpret_cast<bool*>(mask), b, e, keep_threshold, compute_t<S>(scale),
+                       reinterpret_cast<uint8_t*>(mask), b, e, keep_threshold, compute_t<S>(scale),
                        uint64_t(so[0]), uint64_t(so[1]));
     });
   });
@@ -54,7 +54,7 @@ void dropout_backward(int dtype, int64_t n, uintptr_t grad_out, uintptr_t mask, 
   dispatch_dtype(dtype, [&](auto tag) {
     using S = typename decltype(tag)::type;
     parallel_chunks(n, kElementGrain, threads, [&](int64_t b, int64_t e) {
-      backward_range<S>(reinterpret_cast<const S*>(grad_out), reinterpret_cast<const bool*>(mask),
+      backward_range<S>(reinterpret_cast<const S*>(grad_out), reinterpret_cast<const uint8_t*>(mask),
                         reinterpret_cast<S*>(grad_x), b, e, compute_t<S>(scale));
     });
   });

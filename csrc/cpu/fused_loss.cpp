@@ -18,63 +18,79 @@ struct SegmentOut {
   double grad_scale_x, grad_scale_y;
 };
 
-// Adds the losses of count (<= kBlock) elements to lanes and writes the requested outputs.
+// Losses of count (<= kBlock) elements into loss, plus the requested per-element outputs.
 template <class Term, class S>
-GF_CPU_INLINE void segment_block(const S* x, const S* y, int count, double* lanes, S* elems, S* grad_x,
-                          S* grad_y, compute_t<S> scale_x, compute_t<S> scale_y) {
+GF_CPU_INLINE void segment_block(const S* x, const S* y, int count, compute_t<S>* loss, S* elems,
+                                 S* grad_x, S* grad_y, compute_t<S> scale_x, compute_t<S> scale_y) {
   using C = compute_t<S>;
-  C xv[kBlock], yv[kBlock], loss[kBlock];
+  C xv[kBlock], yv[kBlock], gx[kBlock];
   for (int l = 0; l < count; ++l) xv[l] = to_compute(x[l]);
   for (int l = 0; l < count; ++l) yv[l] = to_compute(y[l]);
-  for (int l = 0; l < count; ++l) loss[l] = Term::loss(xv[l], yv[l]);
-  const int full = count & ~(kLanes - 1);
-  for (int b = 0; b < full; b += kLanes)
-    for (int l = 0; l < kLanes; ++l) lanes[l] += double(loss[b + l]);
-  for (int l = full; l < count; ++l) lanes[l - full] += double(loss[l]);
+  if (grad_x) {
+    for (int l = 0; l < count; ++l) Term::loss_and_grad_x(xv[l], yv[l], &loss[l], &gx[l]);
+    for (int l = 0; l < count; ++l) grad_x[l] = from_compute<S>(gx[l] * scale_x);
+  } else {
+    for (int l = 0; l < count; ++l) loss[l] = Term::loss(xv[l], yv[l]);
+  }
   if (elems)
     for (int l = 0; l < count; ++l) elems[l] = from_compute<S>(loss[l]);
-  if (grad_x)
-    for (int l = 0; l < count; ++l) grad_x[l] = from_compute<S>(Term::grad_x(xv[l], yv[l]) * scale_x);
   if (grad_y)
     for (int l = 0; l < count; ++l) grad_y[l] = from_compute<S>(Term::grad_y(xv[l], yv[l]) * scale_y);
 }
 
-// Sum over elements [begin, end) of one segment, in blocks.
+// Losses of the contiguous elements [begin, end) of a segment into loss[0, end - begin).
 template <class Term, class S>
-GF_CPU_INLINE double segment_sum(const S* x, const S* y, int64_t begin, int64_t end, const SegmentOut& out) {
-  double lanes[kLanes] = {};
+GF_CPU_INLINE void segment_losses(const S* x, const S* y, int64_t begin, int64_t end,
+                                  compute_t<S>* loss, const SegmentOut& out) {
   using C = compute_t<S>;
   auto* elems = static_cast<S*>(out.elems);
   auto* grad_x = static_cast<S*>(out.grad_x);
   auto* grad_y = static_cast<S*>(out.grad_y);
   for (int64_t b = begin; b < end; b += kBlock) {
     const int count = int(std::min<int64_t>(kBlock, end - b));
-    segment_block<Term, S>(x + b, y + b, count, lanes, elems ? elems + b : nullptr,
+    segment_block<Term, S>(x + b, y + b, count, loss + (b - begin), elems ? elems + b : nullptr,
                            grad_x ? grad_x + b : nullptr, grad_y ? grad_y + b : nullptr,
                            C(out.grad_scale_x), C(out.grad_scale_y));
   }
+}
+
+// The sum of count losses in a fixed order: element j goes to partial sum j % kLanes.
+template <class C>
+GF_CPU_INLINE double fixed_order_sum(const C* loss, int64_t count) {
+  double lanes[kLanes] = {};
+  const int64_t full = count & ~int64_t(kLanes - 1);
+  for (int64_t b = 0; b < full; b += kLanes)
+    for (int l = 0; l < kLanes; ++l) lanes[l] += double(loss[b + l]);
+  for (int64_t j = full; j < count; ++j) lanes[j - full] += double(loss[j]);
   double sum = 0.0;
   for (int l = 0; l < kLanes; ++l) sum += lanes[l];
   return sum;
 }
 
+// Rows [row_begin, row_end): every element's loss first (long vectorised loops, however narrow
+// the rows), then each row's sum.
 template <class TermA, class TermB, class S>
 GF_CPU_CLONES void rows_range(const LossProblem& p, int64_t row_begin, int64_t row_end,
                               double* row_totals) {
+  using C = compute_t<S>;
+  thread_local std::vector<C> losses_a, losses_b;
   const SegmentOut out_a{reinterpret_cast<void*>(p.out_elems), reinterpret_cast<void*>(p.grad_x_a),
                          reinterpret_cast<void*>(p.grad_y_a), p.grad_scale_a, p.grad_scale_a};
   const SegmentOut out_b{nullptr, reinterpret_cast<void*>(p.grad_x_b),
                          reinterpret_cast<void*>(p.grad_y_b), p.grad_scale_b, p.grad_scale_b};
-  const auto* x_a = reinterpret_cast<const S*>(p.x_a);
-  const auto* y_a = reinterpret_cast<const S*>(p.y_a);
-  const auto* x_b = reinterpret_cast<const S*>(p.x_b);
-  const auto* y_b = reinterpret_cast<const S*>(p.y_b);
+  const int64_t a_begin = row_begin * p.cols_a, a_end = std::min(row_end * p.cols_a, p.n_a);
+  losses_a.resize(size_t(a_end - a_begin));
+  segment_losses<TermA, S>(reinterpret_cast<const S*>(p.x_a), reinterpret_cast<const S*>(p.y_a),
+                           a_begin, a_end, losses_a.data(), out_a);
+  const int64_t b_begin = row_begin * p.cols_b, b_end = row_end * p.cols_b;
+  losses_b.resize(size_t(b_end - b_begin));
+  segment_losses<TermB, S>(reinterpret_cast<const S*>(p.x_b), reinterpret_cast<const S*>(p.y_b),
+                           b_begin, b_end, losses_b.data(), out_b);
   for (int64_t r = row_begin; r < row_end; ++r) {
-    const int64_t a_begin = r * p.cols_a;
-    const int64_t a_end = std::min(a_begin + p.cols_a, p.n_a);
-    double total = segment_sum<TermA, S>(x_a, y_a, a_begin, a_end, out_a);
+    const int64_t a_row = r * p.cols_a;
+    double total = fixed_order_sum(losses_a.data() + (a_row - a_begin), std::min(p.cols_a, p.n_a - a_row));
     if (p.cols_b > 0)
-      total += p.weight_b * segment_sum<TermB, S>(x_b, y_b, r * p.cols_b, (r + 1) * p.cols_b, out_b);
+      total += p.weight_b * fixed_order_sum(losses_b.data() + (r - row_begin) * p.cols_b, p.cols_b);
     row_totals[r] = total;
   }
 }

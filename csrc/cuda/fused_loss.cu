@@ -18,10 +18,15 @@ __device__ double warp_segment_sum(const S* __restrict__ x, const S* __restrict_
   for (int64_t i = begin + (threadIdx.x & 31); i < end; i += 32) {
     const C xv = to_compute(x[i]);
     const C yv = to_compute(y[i]);
-    const C loss = Term::loss(xv, yv);
+    C loss, gx;
+    if (grad_x) {
+      Term::loss_and_grad_x(xv, yv, &loss, &gx);
+      grad_x[i] = from_compute<S>(gx * scale_x);
+    } else {
+      loss = Term::loss(xv, yv);
+    }
     lane_sum += double(loss);
     if (elems) elems[i] = from_compute<S>(loss);
-    if (grad_x) grad_x[i] = from_compute<S>(Term::grad_x(xv, yv) * scale_x);
     if (grad_y) grad_y[i] = from_compute<S>(Term::grad_y(xv, yv) * scale_y);
   }
 #pragma unroll
