@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine: build with CUDA for one arch, run every test (the CUDA ones
+# included), then time the ops at B = 4096 and 65536 against eager and torch.compile and against
+# a device-to-device copy. Logs and CSVs go to $OUT; the short table is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/genfast-gpu}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 GENFAST_CUDA=ON CUDAARCHS="${CUDAARCHS:-90}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+start=$SECONDS
+if ! python3 -m pip install --no-build-isolation --no-deps . >"$OUT/build.log" 2>&1; then
+  tail -40 "$OUT/build.log"; exit 1
+fi
+echo "build: $((SECONDS - start)) s"; cd /tmp  # import the installed package, not the source tree
+python3 -c "import genfast; print(genfast.build_info())"
+python3 -m pytest -q -p no:cacheprovider "$OLDPWD/tests" >"$OUT/tests.log" 2>&1
+echo "tests: $(tail -1 "$OUT/tests.log")"
+grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -20
+python3 "$OLDPWD/benchmarks/ops.py" --device cuda --batch 4096 65536 --bandwidth --out "$OUT" \
+  >"$OUT/bench.log" 2>&1 || tail -30 "$OUT/bench.log"
+echo "== genfast on $(nvidia-smi --query-gpu=name --format=csv,noheader) =="
+cat "$OUT/ops_cuda.md"
