@@ -113,40 +113,38 @@ GF_HD float log1p_reduced(float f) {
   return f + f2 * (f * p - 0.5f);
 }
 
-// Splits a positive normal or subnormal x into 2^e * m with m in [sqrt(1/2), sqrt(2)).
-struct Reduced { float e, m; };
+// Splits a positive x (subnormals included) into 2^e * (1 + f), 1 + f in [sqrt(1/2), sqrt(2)).
+// Subtracting the bits of sqrt(1/2) makes the exponent field carry exactly at sqrt(2).
+struct Reduced { float e, f; };
 GF_HD Reduced reduce_log_argument(float x) {
-  // Subnormals are scaled by 2^23 first so that the exponent field is exact.
-  const bool tiny = x < 1.17549435e-38f;
-  const uint32_t ix = bits_of(tiny ? x * 8388608.0f : x);
-  int32_t exponent = int32_t((ix >> 23) & 0xffu) - 127 - (tiny ? 23 : 0);
-  float m = float_of((ix & 0x007fffffu) | 0x3f800000u);  // in [1, 2)
-  const bool upper = m > 1.41421356f;
-  return Reduced{float(exponent + (upper ? 1 : 0)), upper ? m * 0.5f : m};
+  constexpr uint32_t kSqrtHalfBits = 0x3f3504f3u;
+  const bool tiny = x < 1.17549435e-38f;  // scaled by 2^23 so that the exponent field is exact
+  const int32_t shifted = int32_t(bits_of(tiny ? x * 8388608.0f : x) - kSqrtHalfBits);
+  const int32_t exponent = (shifted >> 23) - (tiny ? 23 : 0);
+  const float m = float_of(uint32_t(shifted & 0x007fffff) + kSqrtHalfBits);
+  return Reduced{float(exponent), m - 1.0f};
 }
 
-// log of a value reduced to 2^e (1 + f), plus the special cases of the original argument x.
-GF_HD float log_finish(float x, float e, float f) {
-  float r = e * kLn2Hi + (log1p_reduced(f) + e * kLn2Lo);
-  r = x == 0.0f ? -f32_inf() : r;
-  r = x < 0.0f ? f32_nan() : r;
-  r = x == f32_inf() ? x : r;
-  r = x != x ? x : r;
-  return r;
+GF_HD float log_reduced(Reduced r) { return r.e * kLn2Hi + (log1p_reduced(r.f) + r.e * kLn2Lo); }
+
+// The logs below have no special-value selects: their callers' arguments are in range by
+// construction or checked once by the caller. A zero argument of the log gives
+// a value below -100 (what BCE's clamp needs); NaN gives an unspecified finite value.
+
+// log(x) for x in [0, 1].
+GF_HD float log_unit_interval(float x) { return log_reduced(reduce_log_argument(x)); }
+
+// log(1 + d) for d >= -1. Where 1 + d lands in [sqrt(1/2), sqrt(2)), d itself is the exact
+// reduced argument, so the rounding of 1 + d never enters; elsewhere |log(1 + d)| >= 0.34 and
+// that rounding is negligible.
+GF_HD float log_one_plus(float d) {
+  Reduced r = reduce_log_argument(1.0f + d);
+  r.f = r.e == 0.0f ? d : r.f;
+  return log_reduced(r);
 }
 
-GF_HD float log_(float x) {
-  const Reduced r = reduce_log_argument(x);
-  return log_finish(x, r.e, r.m - 1.0f);
-}
-
-GF_HD float log1p_(float x) {
-  // Where 1 + x lands in [sqrt(1/2), sqrt(2)), x itself is the exact reduced argument: no
-  // rounding of 1 + x enters. Elsewhere |log(1 + x)| >= 0.34 and that rounding is negligible.
-  const float u = 1.0f + x;
-  const Reduced r = reduce_log_argument(u);
-  return log_finish(u, r.e, r.e == 0.0f ? x : r.m - 1.0f);
-}
+// log(1 - x) for x in [0, 1].
+GF_HD float log1m_unit_interval(float x) { return log_one_plus(-x); }
 
 GF_HD float exp_(float x) {
   constexpr float kLog2e = 1.44269504f;
@@ -170,8 +168,9 @@ GF_HD float exp_(float x) {
   return result;
 }
 
-GF_HD double log_(double x) { return ::log(x); }
-GF_HD double log1p_(double x) { return ::log1p(x); }
+GF_HD double log_unit_interval(double x) { return ::log(x); }
+GF_HD double log1m_unit_interval(double x) { return ::log1p(-x); }
+GF_HD double log_one_plus(double x) { return ::log1p(x); }
 GF_HD double exp_(double x) { return ::exp(x); }
 
 // sin(2 pi u) and cos(2 pi u) for u in [0, 1), by quadrant reduction of 4u.
@@ -231,7 +230,7 @@ GF_HD void box_muller(uint32_t a, uint32_t b, float* first, float* second) {
   constexpr float k2pow24inv = 5.96046448e-08f;  // 2^-24
   const float u1 = float((a >> 8) + 1u) * k2pow24inv;  // (0, 1]: log stays finite
   const float u2 = float(b >> 8) * k2pow24inv;         // [0, 1)
-  const float radius = sqrt_(-2.0f * log_(u1));
+  const float radius = sqrt_(-2.0f * log_unit_interval(u1));
   float s, c;
   sincos_2pi(u2, &s, &c);
   *first = radius * c;
@@ -258,16 +257,19 @@ GF_HD bool keep4(const Philox4& r, int lane, uint32_t keep_threshold) {
 template <class T> GF_HD T clamp_log(T v) { return v < T(-100) ? T(-100) : v; }  // NaN passes
 
 // torch.nn.functional.binary_cross_entropy: logs clamped at -100, gradient denominator at 1e-12.
+// Probabilities outside [0, 1] (NaN included) give NaN.
 struct BceTerm {
   template <class T> GF_HD static T loss(T p, T t) {
-    return (t - T(1)) * clamp_log(log1p_(-p)) - t * clamp_log(log_(p));
+    const T loss = (t - T(1)) * clamp_log(log1m_unit_interval(p)) - t * clamp_log(log_unit_interval(p));
+    return p >= T(0) && p <= T(1) ? loss : T(f32_nan());
   }
   template <class T> GF_HD static T grad_x(T p, T t) {
     const T denom = (T(1) - p) * p;
     return (p - t) / (denom < T(1e-12) ? T(1e-12) : denom);
   }
   template <class T> GF_HD static T grad_y(T p, T) {
-    return clamp_log(log1p_(-p)) - clamp_log(log_(p));
+    const T grad = clamp_log(log1m_unit_interval(p)) - clamp_log(log_unit_interval(p));
+    return p >= T(0) && p <= T(1) ? grad : T(f32_nan());
   }
   template <class T> GF_HD static void loss_and_grad_x(T p, T t, T* loss_out, T* grad_out) {
     *loss_out = loss(p, t);
@@ -280,7 +282,7 @@ struct BceTerm {
 struct BceLogitsTerm {
   template <class T> GF_HD static T exp_minus_abs(T x) { return exp_(x < T(0) ? x : -x); }
   template <class T> GF_HD static T loss_given(T x, T t, T e) {
-    return (T(1) - t) * x + (x < T(0) ? -x : T(0)) + log1p_(e);
+    return (T(1) - t) * x + (x < T(0) ? -x : T(0)) + log_one_plus(e);  // NaN x: NaN from (1 - t) x
   }
   template <class T> GF_HD static T grad_given(T x, T t, T e) {
     return (x < T(0) ? e : T(1)) / (T(1) + e) - t;
