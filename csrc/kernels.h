@@ -31,13 +31,9 @@ struct LossProblem {
   uintptr_t workspace = 0;        // CUDA only: rows doubles, then a zeroed uint32 counter
 };
 
-// Seeds are read from memory on the kernel's device: seed_offset points to two int64 (seed, offset).
-struct Launch {
-  int device = -1;         // -1: CPU; else the CUDA device index
-  uintptr_t stream = 0;    // cudaStream_t of the caller
-  int threads = 1;         // CPU threads (OpenMP)
-};
-
+// The random kernels read their Philox key from memory on the kernel's device: seed_offset points
+// to two int64, (seed, offset). CPU entry points take a thread count, CUDA ones a device index and
+// the caller's stream.
 namespace cpu {
 void reparameterise_forward(int dtype, int64_t n, uintptr_t mu, uintptr_t logvar, uintptr_t seed_offset,
                             uintptr_t z, int threads);

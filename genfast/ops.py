@@ -16,7 +16,7 @@ CUDA give the same bits for the same ``seed_offset``.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -58,6 +58,8 @@ def build_info() -> dict:
 
 
 def _check_float_tensor(name: str, t) -> None:
+    if isinstance(t, Tensor) and t.dtype in _DTYPE_CODES and (t.is_cpu or (t.is_cuda and _cuda_built)):
+        return
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in _DTYPE_CODES:
@@ -81,6 +83,16 @@ def _check_same_kind(name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
 def _check_same_shape(name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
     if t.shape != ref.shape:
         raise ValueError(f"{name} has shape {tuple(t.shape)} but {ref_name} has {tuple(ref.shape)}")
+
+
+def _matching_pair(x, y) -> bool:
+    """The common valid case, tested cheaply: two float tensors of one dtype, shape and device
+    that genfast can run on. Validators fall back to the detailed checks, which word the error."""
+    return (
+        isinstance(x, Tensor) and isinstance(y, Tensor) and x.dtype in _DTYPE_CODES
+        and x.dtype == y.dtype and x.shape == y.shape and x.device == y.device
+        and (x.is_cpu or (x.is_cuda and _cuda_built))
+    )
 
 
 def _check_reduction(reduction) -> None:
@@ -154,37 +166,39 @@ def _ptr(t: Optional[Tensor]) -> int:
 eager_fast_path = True  # tests switch it off to check that both routes agree
 
 
-def _define(name: str, impl, fake, setup_context=None, backward=None):
-    """Registers impl as the custom op genfast::name; returns (op, eager route).
+class _Route(NamedTuple):
+    op: Callable        # the custom op: torch.ops.genfast.<name>
+    autograd: Callable  # the same implementation and formulas as a torch.autograd.Function
+    impl: Callable      # the implementation alone
 
-    Ops without a backward (the backward kernels themselves) take the eager route only when no
-    gradient is being recorded, so that differentiating through them fails loudly in the op.
+
+def _define(name: str, impl, fake, setup_context=None, backward=None) -> _Route:
+    """Registers impl as the custom op genfast::name, with its fake kernel and autograd formula.
+
+    An op without a backward (the backward kernels themselves) routes calls that record
+    gradients through the dispatcher, so that differentiating through it fails loudly.
     """
     op = torch.library.custom_op(f"genfast::{name}", impl, mutates_args=())
     op.register_fake(fake)
     if backward is None:
-        def untracked(*args):
-            if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
-                return op(*args)
-            return impl(*args)
-        return op, untracked
+        return _Route(op, op, impl)
     op.register_autograd(backward, setup_context=setup_context)
 
     class Eager(torch.autograd.Function):
+        # Old-style forward(ctx, ...): a separate setup_context staticmethod would make apply()
+        # bind the arguments through inspect.signature on every call.
         @staticmethod
-        def forward(*args):
-            return impl(*args)
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            setup_context(ctx, inputs, output)
+        def forward(ctx, *args):
+            output = impl(*args)
+            setup_context(ctx, args, output)
+            return output
 
         @staticmethod
         def backward(ctx, *grads):
             return backward(ctx, *grads)
 
     Eager.__name__ = Eager.__qualname__ = f"{name}_eager"
-    return op, Eager.apply
+    return _Route(op, Eager.apply, impl)
 
 
 def _plain_eager(tensors) -> bool:
@@ -198,9 +212,16 @@ def _plain_eager(tensors) -> bool:
     )
 
 
-def _call(routes, *args):
-    op, eager = routes
-    return eager(*args) if _plain_eager(a for a in args if isinstance(a, Tensor)) else op(*args)
+def _call(route: _Route, *args):
+    """Runs an op by the cheapest correct route: plain eager calls with nothing to differentiate
+    go straight to the implementation, with gradients through the autograd.Function; anything
+    else (compile, modes, subclasses, transforms) through the dispatcher."""
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    if not _plain_eager(tensors):
+        return route.op(*args)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return route.autograd(*args)
+    return route.impl(*args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,6 +229,10 @@ def _call(routes, *args):
 
 
 def _validate_reparameterise(mu, logvar, seed_offset) -> None:
+    if (_matching_pair(mu, logvar) and isinstance(seed_offset, Tensor)
+            and seed_offset.dtype == torch.int64 and seed_offset.shape == (2,)
+            and seed_offset.device == mu.device):
+        return
     _check_float_tensor("mu", mu)
     _check_float_tensor("logvar", logvar)
     _check_same_kind("logvar", logvar, "mu", mu)
@@ -414,6 +439,8 @@ def _loss_setup(ctx, output, reduction: str, computed: tuple[bool, ...]) -> None
 
 
 def _validate_rows(name_x: str, x: Tensor, name_y: str, y: Tensor) -> None:
+    if _matching_pair(x, y):
+        return
     _check_float_tensor(name_x, x)
     _check_float_tensor(name_y, y)
     _check_same_kind(name_y, y, name_x, x)

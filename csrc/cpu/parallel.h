@@ -29,7 +29,7 @@ void parallel_chunks(int64_t n, int64_t grain, int threads, Body&& body) {
   for (int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
 }
 
-// Chunks of about `target_elements` elements (a multiple of 4, the Philox block) for elementwise work.
+// Elements per chunk of parallel work (a multiple of 256, so chunks start on Philox blocks of 4).
 constexpr int64_t kElementGrain = 1 << 15;
 
 }  // namespace gf::cpu
