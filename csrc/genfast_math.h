@@ -245,6 +245,17 @@ GF_HD Normal4 normal4(uint64_t group, uint64_t seed, uint64_t offset) {
   return n;
 }
 
+// The reparameterisation z = mu + eps * exp(logvar / 2) and its logvar-gradient, both maps of
+// (a, logvar, eps) with a = mu or the incoming gradient; eps is regenerated, never stored.
+struct ReparameteriseForward {
+  template <class T> GF_HD static T apply(T mu, T logvar, T eps) { return mu + eps * exp_(T(0.5) * logvar); }
+};
+struct ReparameteriseGradLogvar {
+  template <class T> GF_HD static T apply(T grad_z, T logvar, T eps) {
+    return grad_z * T(0.5) * eps * exp_(T(0.5) * logvar);
+  }
+};
+
 // Dropout keeps element i when the top 24 bits of its Philox word fall below keep_threshold,
 // keep_threshold = round((1 - p) * 2^24), computed once on the host.
 GF_HD bool keep4(const Philox4& r, int lane, uint32_t keep_threshold) {
