@@ -12,7 +12,7 @@ The fused ops (each a ``torch.library`` custom op in the ``genfast`` namespace):
 modules.
 """
 
-from . import nn, reference
+from . import data, models, nn, reference
 from .ops import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -23,16 +23,21 @@ from .ops import (
     vae_loss,
 )
 
+from .training import train  # noqa: E402  (needs the ops registered first)
+
 __version__ = build_info()["version"]
 
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "build_info",
+    "data",
     "dropout_corrupt",
     "kl_divergence",
+    "models",
     "nn",
     "reference",
     "reparameterise",
+    "train",
     "vae_loss",
 ]

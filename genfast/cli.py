@@ -1,4 +1,4 @@
-"""The genfast command line: ``genfast info`` and ``genfast demo``."""
+"""The genfast command line: ``genfast train``, ``genfast info`` and ``genfast demo``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import time
 import torch
 
 from . import ops, reference
+from .data import EMBEDDED
+from .training import MODELS, train
 
 
 def _median_us(fn, repeats: int = 30) -> float:
@@ -70,7 +72,37 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--batch", type=int, default=128)
     demo_parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     demo_parser.add_argument("--seed", type=int, default=1)
+    train_parser = sub.add_parser("train", help="train a model of the practicum")
+    train_parser.add_argument("model", choices=MODELS)
+    train_parser.add_argument("--data", default=EMBEDDED, help="mnist-5k (embedded), mnist:ROOT, fashion-mnist:ROOT, folder:PATH")
+    train_parser.add_argument("--run-dir", help="default runs/MODEL")
+    train_parser.add_argument("--epochs", type=int)
+    train_parser.add_argument("--batch-size", type=int)
+    train_parser.add_argument("--lr", type=float)
+    train_parser.add_argument("--seed", type=int, default=1)
+    train_parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    train_parser.add_argument("--backend", choices=["fused", "reference"], default="fused")
+    train_parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    train_parser.add_argument("--amp", choices=["bf16"], help="bfloat16 autocast (CUDA)")
+    train_parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    train_parser.add_argument("--max-steps", type=int, help="at most this many steps per epoch")
+    train_parser.add_argument("--no-progress", action="store_true")
+    train_parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                              help="model option, e.g. d=500, beta=2, p=0.5, margin=10, image_size=32")
     args = parser.parse_args(argv)
+    if args.command == "train":
+        options = {}
+        for item in args.option:
+            name, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"--option wants NAME=VALUE, got {item!r}")
+            options[name] = json.loads(value)
+        settings = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr).items()
+                    if v is not None}
+        train(args.model, run_dir=args.run_dir, resume=args.resume, progress=not args.no_progress,
+              data=args.data, seed=args.seed, device=args.device, backend=args.backend,
+              compile=args.compile, amp=args.amp, max_steps=args.max_steps, **settings, **options)
+        return 0
     if args.command == "info":
         print(json.dumps(ops.build_info(), indent=2))
         return 0

@@ -1,0 +1,477 @@
+"""One trainer for every model: ``genfast.train("vae", epochs=10)`` or ``genfast train vae``.
+
+A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``model.safetensors``
+(weights), ``checkpoint.safetensors`` (weights, optimizer and RNG state, for ``resume``) and a PNG
+grid per epoch. Files are written atomically (temporary file, fsync, rename): a kill during a save
+leaves the previous checkpoint intact. Nothing is pickled: tensors go to safetensors, the rest to JSON.
+
+The data set lives as one tensor on the training device; each epoch's batches are slices of a
+permutation drawn from a generator seeded by (seed, epoch), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import data as datasets
+from . import models
+from .ops import build_info, dropout_corrupt
+
+MODELS = ("ae", "ae-over", "dae", "vae", "ebgan", "dcgan")
+# The practicum's settings per model: (lr, batch size, epochs).
+DEFAULTS = {
+    "ae": (1e-3, 256, 20),
+    "ae-over": (1e-3, 256, 20),
+    "dae": (1e-3, 256, 20),
+    "vae": (1e-3, 256, 10),
+    "ebgan": (2e-4, 64, 25),
+    "dcgan": (2e-4, 64, 25),
+}
+
+
+@dataclass
+class Config:
+    model: str = "vae"
+    data: str = datasets.EMBEDDED
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    seed: int = 1
+    device: str = "auto"
+    backend: str = "fused"
+    compile: bool = False
+    amp: Optional[str] = None
+    max_steps: Optional[int] = None  # stop each epoch after this many steps (quick runs, tests)
+    options: dict[str, Any] = field(default_factory=dict)  # model options: d, beta, p, nz, margin, ...
+
+    def resolved(self) -> "Config":
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        lr, batch_size, epochs = DEFAULTS[self.model]
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.amp not in (None, "bf16"):
+            raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
+        if self.amp and not device.startswith("cuda"):
+            raise ValueError("--amp bf16 needs a CUDA device")
+        return Config(self.model, self.data, self.epochs or epochs, self.batch_size or batch_size,
+                      self.lr or lr, self.seed, device, self.backend, self.compile, self.amp,
+                      self.max_steps, dict(self.options))
+
+
+# ------------------------------------------------------------------------------------------------
+# Tasks: what one training step, one evaluation and one picture mean for each model.
+
+
+class Task:
+    """A model, its optimizers, and its step / evaluation / picture."""
+
+    image_size = 28
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def train_step(self, x: Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor) -> dict[str, float]:
+        return {}
+
+    @torch.no_grad()
+    def picture(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] for the epoch's grid."""
+        raise NotImplementedError
+
+
+def _showcase(x: Tensor, n: int = 8) -> Tensor:
+    """n test images spread over the set (the test split is ordered by class)."""
+    return x[torch.linspace(0, x.shape[0] - 1, n).long().to(x.device)]
+
+
+def _to_unit(x: Tensor, value_range: str) -> Tensor:
+    return (x + 1) / 2 if value_range == "tanh" else x
+
+
+class AutoencoderTask(Task):
+    def __init__(self, cfg: Config, model: nn.Module):
+        super().__init__(cfg)
+        self.model = model
+        self.optimizers = {"model": torch.optim.Adam(model.parameters(), lr=cfg.lr)}
+
+    def train_step(self, x):
+        loss = self.model.loss(x)
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def evaluate(self, x):
+        self.model.eval()
+        try:
+            metrics = {"test_mse": _batched_mean(lambda b: (self.model(b) - b).pow(2).mean(), x)}
+            if isinstance(self.model, models.DenoisingAutoencoder):
+                # The same corruption every epoch (fixed seed), whatever the training backend.
+                corrupt = lambda b: dropout_corrupt(b, self.model.p, seed=len(b))[0]  # noqa: E731
+                metrics["test_denoise_mse"] = _batched_mean(
+                    lambda b: (self.model(corrupt(b)) - b).pow(2).mean(), x)
+            return metrics
+        finally:
+            self.model.train()
+
+    @torch.no_grad()
+    def picture(self, x):
+        self.model.eval()
+        try:
+            clean = _showcase(x)
+            shown = [clean]
+            if isinstance(self.model, models.DenoisingAutoencoder):
+                shown.append(self.model.corrupt(clean)[0].clamp(-1, 1))
+                shown.append(self.model(shown[-1]))
+            else:
+                shown.append(self.model(clean))
+            return _to_unit(torch.cat(shown), "tanh")
+        finally:
+            self.model.train()
+
+
+class VAETask(AutoencoderTask):
+    def train_step(self, x):
+        loss = self.model.loss(x)
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item() / x.shape[0]}  # per image, as the practicum prints
+
+    @torch.no_grad()
+    def evaluate(self, x):
+        self.model.eval()  # z = mu
+        try:
+            return {"test_loss": _batched_mean(lambda b: self.model.loss(b) / b.shape[0], x)}
+        finally:
+            self.model.train()
+
+    @torch.no_grad()
+    def picture(self, x):
+        self.model.eval()
+        try:
+            shown = _showcase(x)
+            samples = self.model.sample(16, torch.Generator().manual_seed(0)).view(-1, *x.shape[1:])
+            return torch.cat([shown, self.model(shown)[0], samples])
+        finally:
+            self.model.train()
+
+
+class EnergyGANTask(Task):
+    def __init__(self, cfg: Config, model: models.EnergyGAN):
+        super().__init__(cfg)
+        self.model = model
+        self.optimizers = {
+            "generator": torch.optim.Adam(model.generator.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
+            "cost": torch.optim.Adam(model.cost_parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
+        }
+        self.fixed_noise = model.noise(64, torch.Generator().manual_seed(cfg.seed))
+
+    def train_step(self, x):
+        real = x.flatten(1)
+        fake = self.model.generate(self.model.noise(real.shape[0]).to(real.device))
+        cost_loss = self.model.cost_loss(real, fake)
+        self.optimizers["cost"].zero_grad(set_to_none=True)
+        cost_loss.backward()
+        self.optimizers["cost"].step()
+        generator_loss = self.model.generator_loss(fake)
+        self.optimizers["generator"].zero_grad(set_to_none=True)
+        generator_loss.backward()
+        self.optimizers["generator"].step()
+        return {"loss_cost": cost_loss.item(), "loss_generator": generator_loss.item()}
+
+    @torch.no_grad()
+    def evaluate(self, x):
+        return {"test_energy_real": _batched_mean(lambda b: self.model.cost(b).mean(), x),
+                "energy_fake": self.model.cost(self.model.generate(self.fixed_noise.to(x.device))).mean().item()}
+
+    @torch.no_grad()
+    def picture(self, x):
+        fake = self.model.generate(self.fixed_noise.to(x.device)).view(-1, *x.shape[1:])
+        return _to_unit(fake, "tanh")
+
+
+class DCGANTask(Task):
+    def __init__(self, cfg: Config, model: models.DCGAN):
+        super().__init__(cfg)
+        self.model = model
+        self.image_size = model.image_size
+        self.optimizers = {
+            "generator": torch.optim.Adam(model.generator.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
+            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
+        }
+        self.fixed_noise = model.noise(64, torch.Generator().manual_seed(cfg.seed))
+
+    def train_step(self, x):
+        g, d, m = self.model.generator, self.model.discriminator, self.model
+        # (1) D: maximise log D(x) + log(1 - D(G(z))), real batch then detached fake batch.
+        self.optimizers["discriminator"].zero_grad(set_to_none=True)
+        real_logits = d(x)
+        loss_real = m.bce(real_logits, 1.0)
+        loss_real.backward()
+        fake = g(m.noise(x.shape[0]).to(x.device))
+        fake_logits = d(fake.detach())
+        loss_fake = m.bce(fake_logits, 0.0)
+        loss_fake.backward()
+        self.optimizers["discriminator"].step()
+        # (2) G: maximise log D(G(z)), against real labels.
+        self.optimizers["generator"].zero_grad(set_to_none=True)
+        after_logits = d(fake)
+        loss_g = m.bce(after_logits, 1.0)
+        loss_g.backward()
+        self.optimizers["generator"].step()
+        return {"Loss_D": (loss_real + loss_fake).item(), "Loss_G": loss_g.item(),
+                "D(x)": torch.sigmoid(real_logits).mean().item(),
+                "D(G(z))_before": torch.sigmoid(fake_logits).mean().item(),
+                "D(G(z))_after": torch.sigmoid(after_logits).mean().item()}
+
+    @torch.no_grad()
+    def picture(self, x):
+        self.model.generator.eval()
+        try:
+            return _to_unit(self.model.generator(self.fixed_noise.to(x.device)), "tanh")
+        finally:
+            self.model.generator.train()
+
+
+def build_task(cfg: Config, channels: int = 1) -> Task:
+    opts, backend = cfg.options, cfg.backend
+    if cfg.model in ("ae", "ae-over"):
+        d = opts.get("d", 30 if cfg.model == "ae" else 1000)
+        return AutoencoderTask(cfg, models.Autoencoder(d=d, backend=backend))
+    if cfg.model == "dae":
+        return AutoencoderTask(cfg, models.DenoisingAutoencoder(d=opts.get("d", 500), p=opts.get("p", 0.5),
+                                                                backend=backend))
+    if cfg.model == "vae":
+        return VAETask(cfg, models.VAE(d=opts.get("d", 20), beta=opts.get("beta", 1.0), backend=backend))
+    if cfg.model == "ebgan":
+        return EnergyGANTask(cfg, models.EnergyGAN(nz=opts.get("nz", 64), margin=opts.get("margin", 10.0),
+                                                   backend=backend))
+    return DCGANTask(cfg, models.DCGAN(nz=opts.get("nz", 100), ngf=opts.get("ngf", 64), ndf=opts.get("ndf", 64),
+                                       nc=channels, image_size=opts.get("image_size", 64),
+                                       backend=backend))
+
+
+def _batched_mean(fn, x: Tensor, batch: int = 1000) -> float:
+    """Mean of fn over test batches, weighted by batch size."""
+    total = 0.0
+    for start in range(0, x.shape[0], batch):
+        part = x[start:start + batch]
+        total += fn(part).item() * part.shape[0]
+    return total / max(1, x.shape[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Files: atomic writes, safetensors checkpoints, PNG grids.
+
+
+def atomic_write(path: Path, write) -> None:
+    """write(tmp_path) then fsync and rename over path: readers see the old or the new file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_checkpoint(path: Path, task: Task, epoch: int, cfg: Config) -> None:
+    from safetensors.torch import save_file
+
+    tensors: dict[str, Tensor] = {}
+    optimizer_meta: dict[str, Any] = {}
+    for name, module in task.modules().items():
+        for key, value in module.state_dict().items():
+            tensors[f"model/{key}"] = value.detach().cpu().contiguous()
+    for name, opt in task.optimizers.items():
+        state = opt.state_dict()
+        scalars = {}
+        for index, entry in state["state"].items():
+            for key, value in entry.items():
+                if isinstance(value, Tensor):
+                    tensors[f"optim/{name}/{index}/{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars[f"{index}/{key}"] = value
+        optimizer_meta[name] = {"param_groups": state["param_groups"], "scalars": scalars}
+    tensors["rng/cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and cfg.device.startswith("cuda"):
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = state
+    metadata = {"epoch": str(epoch), "config": json.dumps(asdict(cfg)),
+                "optimizers": json.dumps(optimizer_meta), "genfast_version": build_info()["version"]}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_weights(path: Path, task: Task) -> None:
+    from safetensors.torch import save_file
+
+    weights = {f"{name}/{k}": v.detach().cpu().contiguous()
+               for name, module in task.modules().items() for k, v in module.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(weights, tmp))
+
+
+def load_checkpoint(path: Path, task: Task, device) -> int:
+    """Restores weights, optimizer and RNG state; returns the epoch the checkpoint finished."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    for name, module in task.modules().items():
+        module.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
+    optimizer_meta = json.loads(metadata["optimizers"])
+    for name, opt in task.optimizers.items():
+        meta = optimizer_meta[name]
+        state: dict[int, dict[str, Any]] = {}
+        prefix = f"optim/{name}/"
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                index, entry = key[len(prefix):].split("/", 1)
+                state.setdefault(int(index), {})[entry] = value.to(device) if entry != "step" else value
+        for key, value in meta["scalars"].items():
+            index, entry = key.split("/", 1)
+            state.setdefault(int(index), {})[entry] = value
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng/cpu"])
+    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng/cuda/"))]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    return int(metadata["epoch"])
+
+
+def save_grid(path: Path, images: Tensor, columns: int = 8) -> None:
+    """Images (N, C, H, W) in [0, 1] as one PNG grid with 2-pixel gaps."""
+    from PIL import Image
+
+    images = images.detach().float().clamp(0, 1).cpu()
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    grid = np.zeros((rows * (h + 2) + 2, columns * (w + 2) + 2, c), dtype=np.uint8)
+    pixels = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        grid[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + col * (w + 2):2 + col * (w + 2) + w] = pixels[i]
+    image = Image.fromarray(grid[..., 0] if c == 1 else grid)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: bool = False,
+          progress: bool = True, **settings) -> list[dict[str, float]]:
+    """Trains ``model`` (one of MODELS) and returns the per-epoch metrics.
+
+    settings: the fields of :class:`Config` (epochs, batch_size, lr, seed, device, backend, data,
+    compile, amp, max_steps) and model options (d, beta, p, nz, margin, ngf, ndf, image_size).
+    """
+    known = {f for f in Config.__dataclass_fields__ if f not in ("model", "options")}
+    options = {k: settings.pop(k) for k in list(settings) if k not in known}
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / model
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = run_dir / "checkpoint.safetensors"
+    if resume:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: nothing to resume")
+        from safetensors import safe_open
+
+        with safe_open(str(checkpoint), framework="pt") as f:
+            saved = json.loads(f.metadata()["config"])
+        cfg = Config(**{**saved, **{k: v for k, v in settings.items() if k == "epochs"}})
+    else:
+        cfg = Config(model=model, options=options, **settings).resolved()
+    device = torch.device(cfg.device)
+
+    torch.manual_seed(cfg.seed)
+    size = cfg.options.get("image_size", 64) if cfg.model == "dcgan" else 28
+    train_set = datasets.load(cfg.data, "train", size=size).to(device)
+    test_set = datasets.load(cfg.data, "test", size=size).to(device)
+    task = build_task(cfg, channels=train_set.images.shape[1])
+    for module in task.modules().values():
+        module.to(device)
+    value_range = task.model.value_range
+    x_train = datasets.normalise(train_set.images, value_range)
+    x_test = datasets.normalise(test_set.images, value_range)
+
+    start_epoch = 0
+    if resume:
+        start_epoch = load_checkpoint(checkpoint, task, device)
+    else:
+        _write_text(run_dir / "config.json", json.dumps(
+            {**asdict(cfg), "genfast": build_info(), "train_images": len(train_set),
+             "test_images": len(test_set)}, indent=2))
+    if cfg.compile:
+        for module in task.modules().values():
+            module.compile()
+
+    history = []
+    metrics_file = run_dir / "metrics.jsonl"
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        steps = list(datasets.batches(len(x_train), cfg.batch_size, order, device))
+        if cfg.max_steps is not None:
+            steps = steps[:cfg.max_steps]
+        bar = _progress(steps, f"{cfg.model} epoch {epoch}/{cfg.epochs}", progress)
+        sums: dict[str, float] = {}
+        started = time.perf_counter()
+        for index in bar:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+                step_metrics = task.train_step(x_train[index])
+            for k, v in step_metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if progress and hasattr(bar, "set_postfix"):
+                bar.set_postfix({k: f"{v:.4g}" for k, v in step_metrics.items()})
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        images_seen = sum(len(i) for i in steps)
+        record = {"epoch": epoch, **{k: v / max(1, len(steps)) for k, v in sums.items()},
+                  **task.evaluate(x_test), "seconds": seconds, "images_per_s": images_seen / seconds}
+        history.append(record)
+        print(json.dumps(record), flush=True)
+        with open(metrics_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        save_grid(run_dir / f"epoch_{epoch:03d}.png", task.picture(x_test))
+        save_checkpoint(checkpoint, task, epoch, cfg)
+        save_weights(run_dir / "model.safetensors", task)
+    return history
+
+
+def _progress(steps, description: str, enabled: bool):
+    if not enabled:
+        return steps
+    from tqdm import tqdm
+
+    return tqdm(steps, desc=description, leave=False, dynamic_ncols=True)

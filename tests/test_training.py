@@ -1,0 +1,107 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import genfast
+from genfast import training
+
+
+def test_vae_learns_on_the_embedded_data(tmp_path):
+    history = genfast.train("vae", run_dir=tmp_path, epochs=3, batch_size=64, progress=False)
+    untrained = 784 * math.log(2)  # BCE of predicting 0.5 everywhere, about 543 per image
+    assert history[-1]["test_loss"] < 0.5 * untrained
+    assert history[-1]["test_loss"] < history[0]["test_loss"]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"] == "vae" and config["train_images"] == 4000 and config["test_images"] == 1000
+    grid = np.asarray(Image.open(tmp_path / "epoch_003.png"))
+    assert grid.std() > 20  # digits and samples, not a blank picture
+    weights = load_file(tmp_path / "model.safetensors")
+    assert weights["model/encoder.0.weight"].shape == (400, 784)
+
+
+@pytest.mark.parametrize("model", ["ae", "dae"])
+def test_autoencoders_learn(tmp_path, model):
+    history = genfast.train(model, run_dir=tmp_path, epochs=3, batch_size=64, progress=False)
+    # An untrained model is near 0.9 on [-1, 1] digits.
+    assert history[-1]["test_mse"] < min(0.3, history[0]["test_mse"])
+    if model == "dae":
+        assert history[-1]["test_denoise_mse"] < 0.3
+
+
+@pytest.mark.parametrize("model, options", [("ebgan", {}), ("dcgan", {"ngf": 8, "ndf": 8, "image_size": 32})])
+def test_gans_run(tmp_path, model, options):
+    history = genfast.train(model, run_dir=tmp_path, epochs=1, max_steps=5, progress=False, **options)
+    assert all(math.isfinite(v) for v in history[0].values())
+    assert np.asarray(Image.open(tmp_path / "epoch_001.png")).std() > 0
+
+
+def test_resume_continues_bit_identically(tmp_path):
+    settings = dict(epochs=2, batch_size=50, max_steps=8, progress=False)
+    genfast.train("vae", run_dir=tmp_path / "straight", **settings)
+    genfast.train("vae", run_dir=tmp_path / "resumed", **{**settings, "epochs": 1})
+    genfast.train("vae", run_dir=tmp_path / "resumed", resume=True, epochs=2, progress=False)
+    straight = load_file(tmp_path / "straight" / "checkpoint.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "checkpoint.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        genfast.train("vae", run_dir=tmp_path, resume=True)
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "file"
+    training.atomic_write(target, lambda tmp: Path(tmp).write_text("old"))
+
+    def broken(tmp):
+        Path(tmp).write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.atomic_write(target, broken)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
+    genfast.train("vae", run_dir=tmp_path, epochs=1, max_steps=2, progress=False)
+    before = load_file(tmp_path / "checkpoint.safetensors")
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from genfast import training\n"
+        "def slow(tmp):\n"
+        "    with open(tmp, 'wb') as f:\n"
+        "        f.write(b'partial'); f.flush()\n"
+        "        print('writing', flush=True); time.sleep(60)\n"
+        f"training.atomic_write(Path({str(tmp_path / 'checkpoint.safetensors')!r}), slow)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    after = load_file(tmp_path / "checkpoint.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="model must be one of"):
+        training.Config(model="gan").resolved()
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        training.Config(model="vae", device="cpu", amp="bf16").resolved()
