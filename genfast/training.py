@@ -16,11 +16,13 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import data as datasets
@@ -75,15 +77,30 @@ class Config:
 
 
 class Task:
-    """A model, its optimizers, and its step / evaluation / picture."""
+    """A model, its optimizers, and its step / evaluation / picture.
 
-    image_size = 28
+    ``nets`` are the networks that run forward passes in training: each is wrapped in
+    DistributedDataParallel under torchrun, separately (wrapping one module holding both networks
+    of a GAN breaks its training). ``modules`` are the unwrapped ones, for checkpoints.
+    """
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
+    def __init__(self, cfg: Config, model: nn.Module, nets: dict[str, nn.Module], lr_betas=(0.9, 0.999)):
+        self.cfg, self.model = cfg, model
+        self.nets = dict(nets)
+        self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=lr_betas)
+                           for name, net in nets.items()}
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
+
+    def wrap(self, wrapper) -> None:
+        self.nets = {name: wrapper(net) for name, net in self.nets.items()}
+
+    def _step(self, name: str, loss: Tensor) -> None:
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         raise NotImplementedError
@@ -107,24 +124,31 @@ def _to_unit(x: Tensor, value_range: str) -> Tensor:
     return (x + 1) / 2 if value_range == "tanh" else x
 
 
+class _EvalMode:
+    """Puts a module in eval mode for a block, then back in training mode."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __enter__(self):
+        self.module.eval()
+
+    def __exit__(self, *exc):
+        self.module.train()
+
+
 class AutoencoderTask(Task):
-    def __init__(self, cfg: Config, model: nn.Module):
-        super().__init__(cfg)
-        self.model = model
-        self.optimizers = {"model": torch.optim.Adam(model.parameters(), lr=cfg.lr)}
+    def __init__(self, cfg: Config, model: models.Autoencoder):
+        super().__init__(cfg, model, {"model": model})
 
     def train_step(self, x):
-        loss = self.model.loss(x)
-        opt = self.optimizers["model"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = F.mse_loss(self.nets["model"](self.model.inputs(x)), x)
+        self._step("model", loss)
         return {"loss": loss.item()}
 
     @torch.no_grad()
     def evaluate(self, x):
-        self.model.eval()
-        try:
+        with _EvalMode(self.model):
             metrics = {"test_mse": _batched_mean(lambda b: (self.model(b) - b).pow(2).mean(), x)}
             if isinstance(self.model, models.DenoisingAutoencoder):
                 # The same corruption every epoch (fixed seed), whatever the training backend.
@@ -132,80 +156,60 @@ class AutoencoderTask(Task):
                 metrics["test_denoise_mse"] = _batched_mean(
                     lambda b: (self.model(corrupt(b)) - b).pow(2).mean(), x)
             return metrics
-        finally:
-            self.model.train()
 
     @torch.no_grad()
     def picture(self, x):
-        self.model.eval()
-        try:
+        with _EvalMode(self.model):
             clean = _showcase(x)
-            shown = [clean]
-            if isinstance(self.model, models.DenoisingAutoencoder):
-                shown.append(self.model.corrupt(clean)[0].clamp(-1, 1))
-                shown.append(self.model(shown[-1]))
-            else:
-                shown.append(self.model(clean))
+            seen = self.model.inputs(clean).clamp(-1, 1)
+            shown = [clean, seen, self.model(seen)] if seen is not clean else [clean, self.model(clean)]
             return _to_unit(torch.cat(shown), "tanh")
-        finally:
-            self.model.train()
 
 
-class VAETask(AutoencoderTask):
+class VAETask(Task):
+    def __init__(self, cfg: Config, model: models.VAE):
+        super().__init__(cfg, model, {"model": model})
+
     def train_step(self, x):
-        loss = self.model.loss(x)
-        opt = self.optimizers["model"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = self.model.loss(x, self.nets["model"](x))
+        self._step("model", loss)
         return {"loss": loss.item() / x.shape[0]}  # per image, as the practicum prints
 
     @torch.no_grad()
     def evaluate(self, x):
-        self.model.eval()  # z = mu
-        try:
+        with _EvalMode(self.model):  # z = mu
             return {"test_loss": _batched_mean(lambda b: self.model.loss(b) / b.shape[0], x)}
-        finally:
-            self.model.train()
 
     @torch.no_grad()
     def picture(self, x):
-        self.model.eval()
-        try:
+        with _EvalMode(self.model):
             shown = _showcase(x)
             samples = self.model.sample(16, torch.Generator().manual_seed(0)).view(-1, *x.shape[1:])
             return torch.cat([shown, self.model(shown)[0], samples])
-        finally:
-            self.model.train()
 
 
 class EnergyGANTask(Task):
     def __init__(self, cfg: Config, model: models.EnergyGAN):
-        super().__init__(cfg)
-        self.model = model
-        self.optimizers = {
-            "generator": torch.optim.Adam(model.generator.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
-            "cost": torch.optim.Adam(model.cost_parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
-        }
+        super().__init__(cfg, model, {"generator": model.generator, "cost": model.cost},
+                         lr_betas=(0.5, 0.999))
         self.fixed_noise = model.noise(64, torch.Generator().manual_seed(cfg.seed))
 
     def train_step(self, x):
-        real = x.flatten(1)
-        fake = self.model.generate(self.model.noise(real.shape[0]).to(real.device))
-        cost_loss = self.model.cost_loss(real, fake)
-        self.optimizers["cost"].zero_grad(set_to_none=True)
-        cost_loss.backward()
-        self.optimizers["cost"].step()
-        generator_loss = self.model.generator_loss(fake)
-        self.optimizers["generator"].zero_grad(set_to_none=True)
-        generator_loss.backward()
-        self.optimizers["generator"].step()
+        generator, cost = self.nets["generator"], self.nets["cost"]
+        fake = generator(self.model.noise(x.shape[0]).to(x.device))
+        # Real and detached fake images in one forward pass (DDP allows one per backward).
+        cost_real, cost_fake = cost(torch.cat([x.flatten(1), fake.detach()])).split(x.shape[0])
+        cost_loss = self.model.cost_loss(cost_real, cost_fake)
+        self._step("cost", cost_loss)
+        generator_loss = self.model.generator_loss(cost(fake))
+        self._step("generator", generator_loss)
         return {"loss_cost": cost_loss.item(), "loss_generator": generator_loss.item()}
 
     @torch.no_grad()
     def evaluate(self, x):
+        fake = self.model.generate(self.fixed_noise.to(x.device))
         return {"test_energy_real": _batched_mean(lambda b: self.model.cost(b).mean(), x),
-                "energy_fake": self.model.cost(self.model.generate(self.fixed_noise.to(x.device))).mean().item()}
+                "energy_fake": self.model.cost(fake).mean().item()}
 
     @torch.no_grad()
     def picture(self, x):
@@ -215,18 +219,13 @@ class EnergyGANTask(Task):
 
 class DCGANTask(Task):
     def __init__(self, cfg: Config, model: models.DCGAN):
-        super().__init__(cfg)
-        self.model = model
-        self.image_size = model.image_size
-        self.optimizers = {
-            "generator": torch.optim.Adam(model.generator.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
-            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
-        }
+        super().__init__(cfg, model, {"generator": model.generator, "discriminator": model.discriminator},
+                         lr_betas=(0.5, 0.999))
         self.fixed_noise = model.noise(64, torch.Generator().manual_seed(cfg.seed))
 
     def train_step(self, x):
-        g, d, m = self.model.generator, self.model.discriminator, self.model
-        # (1) D: maximise log D(x) + log(1 - D(G(z))), real batch then detached fake batch.
+        g, d, m = self.nets["generator"], self.nets["discriminator"], self.model
+        # (1) D: maximise log D(x) + log(1 - D(G(z))): real batch, then the detached fake batch.
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
         real_logits = d(x)
         loss_real = m.bce(real_logits, 1.0)
@@ -237,11 +236,9 @@ class DCGANTask(Task):
         loss_fake.backward()
         self.optimizers["discriminator"].step()
         # (2) G: maximise log D(G(z)), against real labels.
-        self.optimizers["generator"].zero_grad(set_to_none=True)
         after_logits = d(fake)
         loss_g = m.bce(after_logits, 1.0)
-        loss_g.backward()
-        self.optimizers["generator"].step()
+        self._step("generator", loss_g)
         return {"Loss_D": (loss_real + loss_fake).item(), "Loss_G": loss_g.item(),
                 "D(x)": torch.sigmoid(real_logits).mean().item(),
                 "D(G(z))_before": torch.sigmoid(fake_logits).mean().item(),
@@ -249,11 +246,8 @@ class DCGANTask(Task):
 
     @torch.no_grad()
     def picture(self, x):
-        self.model.generator.eval()
-        try:
+        with _EvalMode(self.model.generator):
             return _to_unit(self.model.generator(self.fixed_noise.to(x.device)), "tanh")
-        finally:
-            self.model.generator.train()
 
 
 def build_task(cfg: Config, channels: int = 1) -> Task:
@@ -267,8 +261,8 @@ def build_task(cfg: Config, channels: int = 1) -> Task:
     if cfg.model == "vae":
         return VAETask(cfg, models.VAE(d=opts.get("d", 20), beta=opts.get("beta", 1.0), backend=backend))
     if cfg.model == "ebgan":
-        return EnergyGANTask(cfg, models.EnergyGAN(nz=opts.get("nz", 64), margin=opts.get("margin", 10.0),
-                                                   backend=backend))
+        return EnergyGANTask(cfg, models.EnergyGAN(nz=opts.get("nz", 64), hidden=opts.get("hidden", 512),
+                                                   margin=opts.get("margin", 10.0), backend=backend))
     return DCGANTask(cfg, models.DCGAN(nz=opts.get("nz", 100), ngf=opts.get("ngf", 64), ndf=opts.get("ndf", 64),
                                        nc=channels, image_size=opts.get("image_size", 64),
                                        backend=backend))
@@ -390,17 +384,33 @@ def save_grid(path: Path, images: Tensor, columns: int = 8) -> None:
 # The loop
 
 
+@dataclass
+class Result:
+    history: list[dict[str, float]]  # one record per epoch trained in this call
+    task: Task                       # the trained model and optimizers
+    rank: int = 0
+    world_size: int = 1
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: bool = False,
-          progress: bool = True, **settings) -> list[dict[str, float]]:
-    """Trains ``model`` (one of MODELS) and returns the per-epoch metrics.
+          progress: bool = True, **settings) -> Result:
+    """Trains ``model`` (one of MODELS); returns the per-epoch metrics and the trained task.
 
     settings: the fields of :class:`Config` (epochs, batch_size, lr, seed, device, backend, data,
     compile, amp, max_steps) and model options (d, beta, p, nz, margin, ngf, ndf, image_size).
+    Launched by torchrun with several processes, it trains with DistributedDataParallel: each rank
+    takes its shard of every epoch's permutation (batch_size is per process) and only rank 0
+    writes files.
     """
     known = {f for f in Config.__dataclass_fields__ if f not in ("model", "options")}
     options = {k: settings.pop(k) for k in list(settings) if k not in known}
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / model
-    run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = run_dir / "checkpoint.safetensors"
     if resume:
         if not checkpoint.is_file():
@@ -412,9 +422,22 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
         cfg = Config(**{**saved, **{k: v for k, v in settings.items() if k == "epochs"}})
     else:
         cfg = Config(model=model, options=options, **settings).resolved()
-    device = torch.device(cfg.device)
 
-    torch.manual_seed(cfg.seed)
+    rank, world_size, local_rank = _distributed()
+    device = torch.device(cfg.device)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    writer = rank == 0
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     size = cfg.options.get("image_size", 64) if cfg.model == "dcgan" else 28
     train_set = datasets.load(cfg.data, "train", size=size).to(device)
     test_set = datasets.load(cfg.data, "test", size=size).to(device)
@@ -424,26 +447,30 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
     value_range = task.model.value_range
     x_train = datasets.normalise(train_set.images, value_range)
     x_test = datasets.normalise(test_set.images, value_range)
+    torch.manual_seed(cfg.seed + rank)  # each rank its own noise
 
     start_epoch = 0
     if resume:
         start_epoch = load_checkpoint(checkpoint, task, device)
-    else:
+    elif writer:
         _write_text(run_dir / "config.json", json.dumps(
-            {**asdict(cfg), "genfast": build_info(), "train_images": len(train_set),
-             "test_images": len(test_set)}, indent=2))
+            {**asdict(cfg), "genfast": build_info(), "world_size": world_size,
+             "train_images": len(train_set), "test_images": len(test_set)}, indent=2))
     if cfg.compile:
         for module in task.modules().values():
             module.compile()
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        task.wrap(lambda net: DistributedDataParallel(net, device_ids=ids))
 
     history = []
-    metrics_file = run_dir / "metrics.jsonl"
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        steps = list(datasets.batches(len(x_train), cfg.batch_size, order, device))
-        if cfg.max_steps is not None:
-            steps = steps[:cfg.max_steps]
-        bar = _progress(steps, f"{cfg.model} epoch {epoch}/{cfg.epochs}", progress)
+        steps = list(islice(datasets.batches(len(x_train), cfg.batch_size, order, device, rank, world_size),
+                            cfg.max_steps))
+        bar = _progress(steps, f"{cfg.model} epoch {epoch}/{cfg.epochs}", progress and writer)
         sums: dict[str, float] = {}
         started = time.perf_counter()
         for index in bar:
@@ -451,22 +478,24 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
                 step_metrics = task.train_step(x_train[index])
             for k, v in step_metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
-            if progress and hasattr(bar, "set_postfix"):
+            if hasattr(bar, "set_postfix"):
                 bar.set_postfix({k: f"{v:.4g}" for k, v in step_metrics.items()})
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        images_seen = sum(len(i) for i in steps)
-        record = {"epoch": epoch, **{k: v / max(1, len(steps)) for k, v in sums.items()},
-                  **task.evaluate(x_test), "seconds": seconds, "images_per_s": images_seen / seconds}
+        record = {"epoch": epoch, **{k: v / max(1, len(steps)) for k, v in sums.items()}}
+        if writer:
+            record.update(task.evaluate(x_test))
+        record.update(seconds=seconds, images_per_s=sum(len(i) for i in steps) * world_size / seconds)
         history.append(record)
-        print(json.dumps(record), flush=True)
-        with open(metrics_file, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        save_grid(run_dir / f"epoch_{epoch:03d}.png", task.picture(x_test))
-        save_checkpoint(checkpoint, task, epoch, cfg)
-        save_weights(run_dir / "model.safetensors", task)
-    return history
+        if writer:
+            print(json.dumps(record), flush=True)
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            save_grid(run_dir / f"epoch_{epoch:03d}.png", task.picture(x_test))
+            save_checkpoint(checkpoint, task, epoch, cfg)
+            save_weights(run_dir / "model.safetensors", task)
+    return Result(history, task, rank, world_size)
 
 
 def _progress(steps, description: str, enabled: bool):

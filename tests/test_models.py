@@ -59,10 +59,13 @@ def test_ebgan_losses():
     real = _images(4).flatten(1)
     fake = gan.generate(gan.noise(4))
     assert fake.shape == (4, 784) and gan.cost(real).shape == (4,)
-    big_margin = models.EnergyGAN(margin=1e6)
-    big_margin.load_state_dict(gan.state_dict())
-    # Past the margin the fake term gives no gradient; below it, it does.
-    assert gan.cost_loss(real, fake) <= big_margin.cost_loss(real, fake)
+    cost_real = torch.tensor([1.0, 2.0])
+    cost_fake = torch.tensor([3.0, 8.0], requires_grad=True)
+    loss = gan.cost_loss(cost_real, cost_fake)  # 1.5 + mean([5 - 3]+, [5 - 8]+) = 1.5 + 1
+    assert loss.item() == 2.5
+    (grad,) = torch.autograd.grad(loss, cost_fake)
+    assert grad.tolist() == [-0.5, 0.0]  # no gradient once C(ŷ) >= m
+    assert gan.generator_loss(cost_fake).item() == 5.5
 
 
 @pytest.mark.parametrize("make", [

@@ -18,7 +18,7 @@ from genfast import training
 
 
 def test_vae_learns_on_the_embedded_data(tmp_path):
-    history = genfast.train("vae", run_dir=tmp_path, epochs=3, batch_size=64, progress=False)
+    history = genfast.train("vae", run_dir=tmp_path, epochs=3, batch_size=64, progress=False).history
     untrained = 784 * math.log(2)  # BCE of predicting 0.5 everywhere, about 543 per image
     assert history[-1]["test_loss"] < 0.5 * untrained
     assert history[-1]["test_loss"] < history[0]["test_loss"]
@@ -34,7 +34,7 @@ def test_vae_learns_on_the_embedded_data(tmp_path):
 
 @pytest.mark.parametrize("model", ["ae", "dae"])
 def test_autoencoders_learn(tmp_path, model):
-    history = genfast.train(model, run_dir=tmp_path, epochs=3, batch_size=64, progress=False)
+    history = genfast.train(model, run_dir=tmp_path, epochs=3, batch_size=64, progress=False).history
     # An untrained model is near 0.9 on [-1, 1] digits.
     assert history[-1]["test_mse"] < min(0.3, history[0]["test_mse"])
     if model == "dae":
@@ -43,7 +43,7 @@ def test_autoencoders_learn(tmp_path, model):
 
 @pytest.mark.parametrize("model, options", [("ebgan", {}), ("dcgan", {"ngf": 8, "ndf": 8, "image_size": 32})])
 def test_gans_run(tmp_path, model, options):
-    history = genfast.train(model, run_dir=tmp_path, epochs=1, max_steps=5, progress=False, **options)
+    history = genfast.train(model, run_dir=tmp_path, epochs=1, max_steps=5, progress=False, **options).history
     assert all(math.isfinite(v) for v in history[0].values())
     assert np.asarray(Image.open(tmp_path / "epoch_001.png")).std() > 0
 

@@ -31,8 +31,12 @@ class Autoencoder(nn.Module):
         """Per-sample reconstruction energy ‖y − ỹ‖²."""
         return (self(y) - y).flatten(1).pow(2).sum(dim=1)
 
+    def inputs(self, y: Tensor) -> Tensor:
+        """What the network sees of a clean batch: y itself (corrupted y for the DAE)."""
+        return y
+
     def loss(self, y: Tensor) -> Tensor:
-        return F.mse_loss(self(y), y)
+        return F.mse_loss(self(self.inputs(y)), y)
 
 
 class DenoisingAutoencoder(Autoencoder):
@@ -44,6 +48,5 @@ class DenoisingAutoencoder(Autoencoder):
         """(y * Dropout(p)(ones), keep_mask): dropped pixels become 0, kept ones are scaled by 1/(1-p)."""
         return self.ops.dropout_corrupt(y, self.p)
 
-    def loss(self, y: Tensor) -> Tensor:
-        y_bad, _ = self.corrupt(y)
-        return F.mse_loss(self(y_bad), y)
+    def inputs(self, y: Tensor) -> Tensor:
+        return self.corrupt(y)[0]

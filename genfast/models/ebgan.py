@@ -13,6 +13,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+class CostNetwork(nn.Module):
+    """C(y) = ‖Dec(Enc(y)) − y‖², one energy per sample."""
+
+    def __init__(self, n: int, hidden: int, code: int):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, code))
+        self.decoder = nn.Sequential(nn.Linear(code, hidden), nn.ReLU(), nn.Linear(hidden, n), nn.Tanh())
+
+    def forward(self, y: Tensor) -> Tensor:
+        y = y.flatten(1)
+        return (self.decoder(self.encoder(y)) - y).pow(2).sum(dim=1)
+
+
 class EnergyGAN(nn.Module):
     value_range = "tanh"
 
@@ -23,25 +36,19 @@ class EnergyGAN(nn.Module):
         self.generator = nn.Sequential(
             nn.Linear(nz, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
             nn.Linear(hidden, n), nn.Tanh())
-        self.cost_encoder = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, code))
-        self.cost_decoder = nn.Sequential(nn.Linear(code, hidden), nn.ReLU(), nn.Linear(hidden, n), nn.Tanh())
+        self.cost = CostNetwork(n, hidden, code)
 
     def generate(self, z: Tensor) -> Tensor:
         return self.generator(z)
 
-    def cost(self, y: Tensor) -> Tensor:
-        """C(y) = ‖Dec(Enc(y)) − y‖², one energy per sample."""
-        y = y.flatten(1)
-        return (self.cost_decoder(self.cost_encoder(y)) - y).pow(2).sum(dim=1)
+    def cost_loss(self, cost_real: Tensor, cost_fake: Tensor) -> Tensor:
+        """L_C from C(y) of real images and C(ŷ) of detached fakes."""
+        return cost_real.mean() + F.relu(self.margin - cost_fake).mean()
 
-    def cost_loss(self, real: Tensor, fake: Tensor) -> Tensor:
-        return self.cost(real).mean() + F.relu(self.margin - self.cost(fake.detach())).mean()
-
-    def generator_loss(self, fake: Tensor) -> Tensor:
-        return self.cost(fake).mean()
-
-    def cost_parameters(self):
-        return [*self.cost_encoder.parameters(), *self.cost_decoder.parameters()]
+    @staticmethod
+    def generator_loss(cost_fake: Tensor) -> Tensor:
+        """L_G = C(G(z))."""
+        return cost_fake.mean()
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.nz, generator=generator)

@@ -31,9 +31,10 @@ class VAE(nn.Module):
         z = self.reparameterise(mu, logvar)
         return self.decoder(z).view_as(x), mu, logvar
 
-    def loss(self, x: Tensor) -> Tensor:
-        """BCE summed over pixels and batch + β·KL, as the practicum (divide by the batch for a mean)."""
-        recon, mu, logvar = self(x)
+    def loss(self, x: Tensor, outputs: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+        """BCE summed over pixels and batch + β·KL, as the practicum (divide by the batch for a
+        mean); ``outputs`` are this model's (recon, mu, logvar) when already computed."""
+        recon, mu, logvar = self(x) if outputs is None else outputs
         return self.ops.vae_loss(recon.flatten(1), x.flatten(1), mu, logvar, self.beta)
 
     @torch.no_grad()
