@@ -87,8 +87,7 @@ class Task:
     def __init__(self, cfg: Config, model: nn.Module, nets: dict[str, nn.Module], lr_betas=(0.9, 0.999)):
         self.cfg, self.model = cfg, model
         self.nets = dict(nets)
-        self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=lr_betas)
-                           for name, net in nets.items()}
+        self.optimizers = {name: _adam(net.parameters(), cfg.lr, lr_betas) for name, net in nets.items()}
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
@@ -113,6 +112,15 @@ class Task:
     def picture(self, x: Tensor) -> Tensor:
         """Images in [0, 1] for the epoch's grid."""
         raise NotImplementedError
+
+
+def _adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    """Adam with the fused implementation (one kernel for all parameters) where torch has it."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
 def _showcase(x: Tensor, n: int = 8) -> Tensor:

@@ -104,3 +104,13 @@ def test_fused_and_reference_backends_agree(make):
 def test_unknown_backend():
     with pytest.raises(ValueError, match="backend must be one of"):
         models.VAE(backend="triton")
+
+
+def test_losses_under_bf16_autocast():
+    """--amp bf16 runs the networks in bfloat16; the fused losses still get matching float32 inputs."""
+    vae, gan = models.VAE(), models.DCGAN(ngf=8, ndf=8, image_size=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = vae.loss(_images(3, low=0.0))
+        d_loss = gan.bce(gan.discriminator(gan.generator(gan.noise(2))), 1.0)
+    assert loss.dtype == d_loss.dtype == torch.float32
+    assert torch.isfinite(loss) and torch.isfinite(d_loss)

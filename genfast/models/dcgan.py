@@ -71,4 +71,6 @@ class DCGAN(nn.Module):
         return torch.randn(n, self.nz, 1, 1, generator=generator)
 
     def bce(self, logits: Tensor, label: float) -> Tensor:
+        """Mean BCE of D's logits against a constant label, in float32 (also under autocast)."""
+        logits = logits.float()
         return self.ops.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))

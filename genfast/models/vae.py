@@ -35,7 +35,9 @@ class VAE(nn.Module):
         """BCE summed over pixels and batch + β·KL, as the practicum (divide by the batch for a
         mean); ``outputs`` are this model's (recon, mu, logvar) when already computed."""
         recon, mu, logvar = self(x) if outputs is None else outputs
-        return self.ops.vae_loss(recon.flatten(1), x.flatten(1), mu, logvar, self.beta)
+        # In float32 also under autocast (bf16 activations): the loss sums 784 terms a pixel batch.
+        return self.ops.vae_loss(recon.flatten(1).float(), x.flatten(1).float(), mu.float(), logvar.float(),
+                                 self.beta)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -1,0 +1,187 @@
+"""Per-epoch training time: genfast's trainer vs the practicum notebooks' way, and the GEMM floor.
+
+    python benchmarks/train.py                 # VAE, AE, DAE (epochs) and DCGAN (iterations), CPU
+    python benchmarks/train.py --models vae --epochs 5
+
+For each model, in one run and on the same data (the embedded MNIST split) and hyperparameters:
+- genfast: ``genfast.train`` (data resident on the device, sliced batches, fused ops);
+- notebook: the same architecture trained the way the course notebooks do it (a DataLoader over a
+  dataset, plain-PyTorch losses and reparameterisation written inline);
+- floor (AE/DAE/VAE): the model's matrix products alone, forward and backward, for one epoch's
+  batches: what no framework overhead can go below.
+DCGAN is timed per iteration at batch 64, 64x64, against pytorch/examples' loop (Sigmoid + BCELoss).
+Writes benchmarks/results/train_<device>.csv and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+import genfast
+from genfast import data, models
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SETTINGS = {"vae": (128, 1e-3), "ae": (256, 1e-3), "dae": (256, 1e-3)}
+
+
+def genfast_epochs(model: str, epochs: int, batch: int, lr: float, device: str) -> list[float]:
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = genfast.train(model, run_dir=run_dir, epochs=epochs, batch_size=batch, lr=lr,
+                               device=device, progress=False)
+    return [r["seconds"] for r in result.history]
+
+
+def notebook_epochs(model: str, epochs: int, batch: int, lr: float, device: str) -> list[float]:
+    """The notebooks' loop: DataLoader(shuffle=True), .to(device) per batch, losses inline."""
+    torch.manual_seed(1)
+    value_range = "unit" if model == "vae" else "tanh"
+    images = data.normalise(data.load().images, value_range)
+    loader = DataLoader(TensorDataset(images), batch_size=batch, shuffle=True)
+    if model == "vae":
+        net = models.VAE(backend="reference").to(device)
+    else:
+        net = models.Autoencoder(d=30 if model == "ae" else 500, backend="reference").to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    do = torch.nn.Dropout()
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for (x,) in loader:
+            x = x.to(device)
+            if model == "vae":
+                mu_logvar = net.encoder(x.view(-1, 784)).view(-1, 2, net.d)
+                mu, logvar = mu_logvar[:, 0, :], mu_logvar[:, 1, :]
+                std = logvar.mul(0.5).exp_()
+                eps = std.new_empty(std.size()).normal_()
+                x_hat = net.decoder(eps.mul(std).add_(mu))
+                bce = F.binary_cross_entropy(x_hat, x.view(-1, 784), reduction="sum")
+                kld = 0.5 * torch.sum(logvar.exp() - logvar - 1 + mu.pow(2))
+                loss = bce + kld
+            else:
+                img = x.view(x.size(0), -1)
+                if model == "dae":
+                    img = img * do(torch.ones(img.shape, device=device))
+                loss = F.mse_loss(net.decoder(net.encoder(img)), x.view(x.size(0), -1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def gemm_floor(model: str, batch: int, device: str, n_images: int = 4000) -> float:
+    """One epoch of the model's forward and backward matrix products alone."""
+    if model == "vae":
+        layers = [(784, 400), (400, 40), (20, 400), (400, 784)]
+    else:
+        d = 30 if model == "ae" else 500
+        layers = [(784, d), (d, 784)]
+    weights = [torch.randn(o, i, device=device) for i, o in layers]
+    acts = [torch.randn(batch, i, device=device) for i, _ in layers]
+    grads = [torch.randn(batch, o, device=device) for _, o in layers]
+
+    def one_batch():
+        for w, a, g in zip(weights, acts, grads):
+            torch.mm(a, w.t())           # forward
+            torch.mm(g.t(), a)           # weight gradient
+            torch.mm(g, w)               # input gradient
+    for _ in range(3):
+        one_batch()
+    batches = -(-n_images // batch)
+    samples = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(batches):
+            one_batch()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def dcgan_iterations(device: str, iterations: int) -> tuple[float, float]:
+    """Median seconds per iteration (batch 64, 64x64): genfast's step vs pytorch/examples' step."""
+    torch.manual_seed(1)
+    x = data.normalise(data.load(size=64).images[:64 * iterations], "tanh").to(device)
+    cfg = genfast.training.Config(model="dcgan", device=device).resolved()
+    task = genfast.training.build_task(cfg)
+    task.model.to(device)
+    fused = []
+    for i in range(iterations):
+        start = time.perf_counter()
+        task.train_step(x[64 * i:64 * (i + 1)])
+        fused.append(time.perf_counter() - start)
+
+    gan = models.DCGAN(backend="reference").to(device)
+    net_d = torch.nn.Sequential(gan.discriminator, torch.nn.Sigmoid())
+    criterion = torch.nn.BCELoss()
+    opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(gan.generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    loader = DataLoader(TensorDataset(x.cpu()), batch_size=64, shuffle=True)
+    plain = []
+    for (real,) in loader:
+        start = time.perf_counter()
+        real = real.to(device)
+        net_d.zero_grad()
+        label = torch.full((real.size(0),), 1.0, device=device)
+        criterion(net_d(real), label).backward()
+        fake = gan.generator(torch.randn(real.size(0), 100, 1, 1, device=device))
+        label.fill_(0.0)
+        criterion(net_d(fake.detach()), label).backward()
+        opt_d.step()
+        gan.generator.zero_grad()
+        label.fill_(1.0)
+        criterion(net_d(fake), label).backward()
+        opt_g.step()
+        plain.append(time.perf_counter() - start)
+    return statistics.median(fused[1:]), statistics.median(plain[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["vae", "ae", "dae", "dcgan"])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--dcgan-iterations", type=int, default=6)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    print(f"genfast {genfast.__version__} on {args.device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    rows = []
+    for model in args.models:
+        if model == "dcgan":
+            fused, plain = dcgan_iterations(args.device, args.dcgan_iterations)
+            rows.append({"model": "dcgan (per iteration, batch 64, 64x64)", "genfast_s": fused,
+                         "notebook_s": plain, "floor_s": float("nan")})
+            continue
+        batch, lr = SETTINGS[model]
+        ours = statistics.median(genfast_epochs(model, args.epochs, batch, lr, args.device)[1:] or [float("nan")])
+        theirs = statistics.median(notebook_epochs(model, args.epochs, batch, lr, args.device)[1:])
+        rows.append({"model": f"{model} (per epoch, batch {batch})", "genfast_s": ours, "notebook_s": theirs,
+                     "floor_s": gemm_floor(model, batch, args.device)})
+    header = ("| model | genfast s | notebook-style s | GEMM floor s | genfast / floor | notebook / genfast |\n"
+              "|---|---|---|---|---|---|")
+    lines = [f"| {r['model']} | {r['genfast_s']:.4f} | {r['notebook_s']:.4f} | {r['floor_s']:.4f} | "
+             f"{r['genfast_s'] / r['floor_s']:.2f}x | {r['notebook_s'] / r['genfast_s']:.2f}x |" for r in rows]
+    table = header + "\n" + "\n".join(lines) + "\n"
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"train_{args.device.split(':')[0]}"
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    stem.with_suffix(".md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
