@@ -184,21 +184,18 @@ def _define(name: str, impl, fake, setup_context=None, backward=None) -> _Route:
         return _Route(op, op, impl)
     op.register_autograd(backward, setup_context=setup_context)
 
-    class Eager(torch.autograd.Function):
-        # Old-style forward(ctx, ...): a separate setup_context staticmethod would make apply()
-        # bind the arguments through inspect.signature on every call.
-        @staticmethod
-        def forward(ctx, *args):
-            output = impl(*args)
-            setup_context(ctx, args, output)
-            return output
+    # Old-style forward(ctx, ...): a separate setup_context staticmethod would make apply() bind
+    # the arguments through inspect.signature on every call. Built with type() so that the
+    # autograd node is named after the op (e.g. GenfastVaeLossBackward).
+    def forward(ctx, *args):
+        output = impl(*args)
+        setup_context(ctx, args, output)
+        return output
 
-        @staticmethod
-        def backward(ctx, *grads):
-            return backward(ctx, *grads)
-
-    Eager.__name__ = Eager.__qualname__ = f"{name}_eager"
-    return _Route(op, Eager.apply, impl)
+    class_name = "Genfast" + "".join(part.title() for part in name.split("_"))
+    eager = type(class_name, (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "backward": staticmethod(lambda ctx, *grads: backward(ctx, *grads))})
+    return _Route(op, eager.apply, impl)
 
 
 def _plain_eager(tensors) -> bool:

@@ -40,7 +40,7 @@ def test_two_gloo_ranks(tmp_path, model):
     run_dir, out = tmp_path / "run", tmp_path / "out"
     out.mkdir()
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    str(script), model, str(run_dir), str(out)], check=True, timeout=300)
+                    str(script), model, str(run_dir), str(out)], check=True, timeout=300, cwd=tmp_path)
     seen = [set(json.loads((out / f"seen{r}.json").read_text())) for r in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 6 * 32 and seen[0].isdisjoint(seen[1])
     weights = [load_file(out / f"rank{r}.safetensors") for r in (0, 1)]

@@ -92,7 +92,8 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
         "        print('writing', flush=True); time.sleep(60)\n"
         f"training.atomic_write(Path({str(tmp_path / 'checkpoint.safetensors')!r}), slow)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    # cwd: not the source tree, whose genfast/ has no compiled extension
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     assert child.stdout.readline().strip() == "writing"
     child.send_signal(signal.SIGKILL)
     child.wait()
