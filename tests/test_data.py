@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from genfast import data
+from conftest import requires_embedded_data
 
 
+@requires_embedded_data
 def test_embedded_split_is_class_balanced_and_deterministic():
     train, test = data.load("mnist-5k", "train"), data.load("mnist-5k", "test")
     assert train.images.shape == (4000, 1, 28, 28) and test.images.shape == (1000, 1, 28, 28)

@@ -1,10 +1,8 @@
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import genfast
+from conftest import requires_embedded_data
 from genfast import training
+
+pytestmark = requires_embedded_data
 
 
 def test_vae_learns_on_the_embedded_data(tmp_path):
