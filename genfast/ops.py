@@ -416,11 +416,19 @@ def _scale_saved_grad(saved: Tensor, computed: bool, grad_out: Tensor, reduction
         )
     if reduction == "none" and per_row:
         grad_out = grad_out.reshape(grad_out.shape + (1,) * (saved.dim() - 1))
+    elif type(grad_out) is Tensor and grad_out.dim() == 0 and grad_out.is_cpu and grad_out.item() == 1.0:
+        # loss.backward() on CPU: the saved gradient is the answer. Returning it is safe: while
+        # ctx holds it, autograd neither steals it as a leaf's .grad (it copies) nor adds into it.
+        # (Not on CUDA, where .item() would synchronise; not while tracing, where it is symbolic.)
+        return saved
     return saved * grad_out
 
 
-def _scaled_grads(ctx, grad_loss: Tensor, per_row: bool) -> list[Optional[Tensor]]:
-    """Gradients for the tensor inputs of a fused loss op, in order (None where not needed)."""
+def _scaled_grads(ctx, grad_loss: Optional[Tensor], per_row: bool) -> list[Optional[Tensor]]:
+    """Gradients for the tensor inputs of a fused loss op, in order (None where not needed, and
+    all None for an undefined grad_loss: gradients are not materialised)."""
+    if grad_loss is None:
+        return [None] * len(ctx.computed)
     return [
         _scale_saved_grad(saved, computed, grad_loss, ctx.reduction, per_row)
         if ctx.needs_input_grad[i] else None
@@ -429,6 +437,7 @@ def _scaled_grads(ctx, grad_loss: Tensor, per_row: bool) -> list[Optional[Tensor
 
 
 def _loss_setup(ctx, output, reduction: str, computed: tuple[bool, ...]) -> None:
+    ctx.set_materialize_grads(False)  # the gradient outputs get no gradient: skip their zero fill
     ctx.reduction = reduction
     ctx.computed = computed
     ctx.mark_non_differentiable(*output[1:])

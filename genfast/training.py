@@ -89,8 +89,18 @@ class Task:
         self.nets = dict(nets)
         self.optimizers = {name: _adam(net.parameters(), cfg.lr, lr_betas) for name, net in nets.items()}
 
+    memory_format = torch.contiguous_format
+
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
+
+    def to(self, device) -> None:
+        for module in self.modules().values():
+            module.to(device, memory_format=self.memory_format)
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """A data set tensor in the memory format the networks want."""
+        return images.contiguous(memory_format=self.memory_format)
 
     def wrap(self, wrapper) -> None:
         self.nets = {name: wrapper(net) for name, net in self.nets.items()}
@@ -226,6 +236,9 @@ class EnergyGANTask(Task):
 
 
 class DCGANTask(Task):
+    # NHWC: oneDNN's and cuDNN's fast convolution layout (1.6x per iteration on the development CPU).
+    memory_format = torch.channels_last
+
     def __init__(self, cfg: Config, model: models.DCGAN):
         super().__init__(cfg, model, {"generator": model.generator, "discriminator": model.discriminator},
                          lr_betas=(0.5, 0.999))
@@ -450,11 +463,10 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
     train_set = datasets.load(cfg.data, "train", size=size).to(device)
     test_set = datasets.load(cfg.data, "test", size=size).to(device)
     task = build_task(cfg, channels=train_set.images.shape[1])
-    for module in task.modules().values():
-        module.to(device)
+    task.to(device)
     value_range = task.model.value_range
-    x_train = datasets.normalise(train_set.images, value_range)
-    x_test = datasets.normalise(test_set.images, value_range)
+    x_train = task.prepare(datasets.normalise(train_set.images, value_range))
+    x_test = task.prepare(datasets.normalise(test_set.images, value_range))
     torch.manual_seed(cfg.seed + rank)  # each rank its own noise
 
     start_epoch = 0

@@ -80,3 +80,17 @@ def test_module_form():
     recon, target, mu, logvar = _inputs(4, "cpu", torch.float32)
     loss = genfast.nn.VAELoss(beta=0.3)(recon, target, mu, logvar)
     torch.testing.assert_close(loss, genfast.vae_loss(recon, target, mu, logvar, 0.3))
+
+
+@pytest.mark.parametrize("through_clone", [False, True])
+def test_saved_gradient_survives_in_place_edits_of_grad(through_clone):
+    """On CPU, loss.backward() hands back the gradient saved by the forward pass itself; editing
+    .grad in place must not reach it (a second backward gives the same gradient)."""
+    recon, target, mu, logvar = _inputs(3, "cpu", torch.float32)
+    used = recon.clone() if through_clone else recon
+    loss = genfast.vae_loss(used, target, mu, logvar)
+    loss.backward(retain_graph=True)
+    first = recon.grad.clone()
+    recon.grad.zero_()
+    loss.backward()
+    assert torch.equal(recon.grad, first)
