@@ -1,6 +1,7 @@
 """One trainer for every model: ``genfast.train("vae", epochs=10)`` or ``genfast train vae``.
 
-A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``model.safetensors``
+A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``steps.jsonl``
+(the training metrics of every step), ``model.safetensors``
 (weights), ``checkpoint.safetensors`` (weights, optimizer and RNG state, for ``resume``) and a PNG
 grid per epoch. Files are written atomically (temporary file, fsync, rename): a kill during a save
 leaves the previous checkpoint intact. Nothing is pickled: tensors go to safetensors, the rest to JSON.
@@ -492,10 +493,12 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
                             cfg.max_steps))
         bar = _progress(steps, f"{cfg.model} epoch {epoch}/{cfg.epochs}", progress and writer)
         sums: dict[str, float] = {}
+        step_records = []
         started = time.perf_counter()
-        for index in bar:
+        for step, index in enumerate(bar, 1):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
                 step_metrics = task.train_step(x_train[index])
+            step_records.append({"epoch": epoch, "step": step, **step_metrics})
             for k, v in step_metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             if hasattr(bar, "set_postfix"):
@@ -512,6 +515,8 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
             print(json.dumps(record), flush=True)
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            with open(run_dir / "steps.jsonl", "a") as f:  # per step: the loss and D(x) curves
+                f.writelines(json.dumps(r) + "\n" for r in step_records)
             save_grid(run_dir / f"epoch_{epoch:03d}.png", task.picture(x_test))
             save_checkpoint(checkpoint, task, epoch, cfg)
             save_weights(run_dir / "model.safetensors", task)

@@ -46,6 +46,10 @@ def test_autoencoders_learn(tmp_path, model):
 def test_gans_run(tmp_path, model, options):
     history = genfast.train(model, run_dir=tmp_path, epochs=1, max_steps=5, progress=False, **options).history
     assert all(math.isfinite(v) for v in history[0].values())
+    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]
+    if model == "dcgan":
+        assert {"Loss_D", "Loss_G", "D(x)", "D(G(z))_before", "D(G(z))_after"} <= steps[0].keys()
     assert np.asarray(Image.open(tmp_path / "epoch_001.png")).std() > 0
 
 
