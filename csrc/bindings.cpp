@@ -1,7 +1,11 @@
 // The Python module genfast._C: thin bindings over the kernel entry points. Pointers arrive as
 // integers (tensor.data_ptr()) and are validated in genfast/ops.py before they get here.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <vector>
+
+#include "cpu/philox.h"
 #include "kernels.h"
 
 namespace py = pybind11;
@@ -60,6 +64,16 @@ void fused_loss(int dtype, int term_a, int term_b, int64_t rows, int64_t cols_a,
   else gf::cuda::fused_loss(problem, device, stream);
 }
 
+// Test hook: the CPU Philox words of counters first_group .., planar, for known-answer tests.
+py::tuple philox_words(uint64_t first_group, int groups, uint64_t seed, uint64_t offset) {
+  std::vector<uint32_t> words(size_t(4) * size_t(groups));
+  gf::cpu::philox_words(first_group, groups, seed, offset, words.data(), words.data() + groups,
+                        words.data() + 2 * groups, words.data() + 3 * groups);
+  py::list planes;
+  for (int k = 0; k < 4; ++k) planes.append(std::vector<uint32_t>(words.begin() + k * groups, words.begin() + (k + 1) * groups));
+  return py::tuple(planes);
+}
+
 py::dict build_info() {
   py::dict info;
   info["version"] = GENFAST_VERSION;
@@ -103,4 +117,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("fused_loss", &fused_loss);
   m.def("cuda_available", &gf::cuda::available);
   m.def("build_info", &build_info);
+  m.def("_philox_words", &philox_words);
 }

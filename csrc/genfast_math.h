@@ -258,9 +258,7 @@ struct ReparameteriseGradLogvar {
 
 // Dropout keeps element i when the top 24 bits of its Philox word fall below keep_threshold,
 // keep_threshold = round((1 - p) * 2^24), computed once on the host.
-GF_HD bool keep4(const Philox4& r, int lane, uint32_t keep_threshold) {
-  return (r.v[lane] >> 8) < keep_threshold;
-}
+GF_HD bool keep(uint32_t philox_word, uint32_t keep_threshold) { return (philox_word >> 8) < keep_threshold; }
 
 // ---------------------------------------------------------------------------------------------
 // Loss terms: loss(x, y) for one element, its partial derivatives, and loss_and_grad_x, which

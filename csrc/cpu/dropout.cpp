@@ -1,6 +1,7 @@
 // The seed's corruption, x * Dropout(p)(ones): out = x * m, m in {0, 1/(1-p)}, plus the keep-mask.
 #include "../dispatch.h"
 #include "parallel.h"
+#include "philox.h"
 
 namespace gf::cpu {
 namespace {
@@ -12,16 +13,17 @@ GF_CPU_CLONES void forward_range(const S* x, S* out, uint8_t* mask, int64_t begi
                                  uint32_t keep_threshold, compute_t<S> scale, uint64_t seed,
                                  uint64_t offset) {
   using C = compute_t<S>;
-  uint8_t keep[kBlock];  // bytes, not bool: bool loads do not vectorise
+  uint8_t kept[kBlock];  // bytes, not bool: bool loads do not vectorise
+  uint32_t words[4][kBlock / 4];
   for (int64_t b = begin; b < end; b += kBlock) {
     const int count = int(std::min<int64_t>(kBlock, end - b));
-    for (int g = 0; g < (count + 3) / 4; ++g) {
-      const Philox4 r = philox4x32_10(uint64_t(b / 4 + g), offset, seed);
-      for (int k = 0; k < 4; ++k) keep[4 * g + k] = keep4(r, k, keep_threshold);
-    }
+    const int groups = (count + 3) / 4;
+    philox_words(uint64_t(b / 4), groups, seed, offset, words[0], words[1], words[2], words[3]);
+    for (int g = 0; g < groups; ++g)
+      for (int k = 0; k < 4; ++k) kept[4 * g + k] = keep(words[k][g], keep_threshold);
     for (int l = 0; l < count; ++l) {
-      mask[b + l] = keep[l];
-      out[b + l] = from_compute<S>(to_compute(x[b + l]) * (keep[l] != 0 ? scale : C(0)));
+      mask[b + l] = kept[l];
+      out[b + l] = from_compute<S>(to_compute(x[b + l]) * (kept[l] != 0 ? scale : C(0)));
     }
   }
 }

@@ -1,6 +1,7 @@
 // z = mu + eps * exp(logvar / 2), eps ~ N(0, 1) from Philox; backward regenerates eps.
 #include "../dispatch.h"
 #include "parallel.h"
+#include "philox.h"
 
 namespace gf::cpu {
 namespace {
@@ -13,11 +14,14 @@ GF_CPU_CLONES void normal_map_range(const S* a, const S* logvar, S* out, int64_t
                                     uint64_t seed, uint64_t offset) {
   using C = compute_t<S>;
   float eps[kBlock];
+  uint32_t words[4][kBlock / 4];
   for (int64_t b = begin; b < end; b += kBlock) {
     const int count = int(std::min<int64_t>(kBlock, end - b));
-    for (int g = 0; g < (count + 3) / 4; ++g) {
-      const Normal4 n = normal4(uint64_t(b / 4 + g), seed, offset);
-      for (int k = 0; k < 4; ++k) eps[4 * g + k] = n.v[k];
+    const int groups = (count + 3) / 4;
+    philox_words(uint64_t(b / 4), groups, seed, offset, words[0], words[1], words[2], words[3]);
+    for (int g = 0; g < groups; ++g) {
+      box_muller(words[0][g], words[1][g], &eps[4 * g], &eps[4 * g + 1]);
+      box_muller(words[2][g], words[3][g], &eps[4 * g + 2], &eps[4 * g + 3]);
     }
     for (int l = 0; l < count; ++l)
       out[b + l] = from_compute<S>(Map::apply(to_compute(a[b + l]), to_compute(logvar[b + l]), C(eps[l])));

@@ -19,9 +19,9 @@ __global__ void forward_kernel(const S* __restrict__ x, S* __restrict__ out, boo
     for (int k = 0; k < 4; ++k) {
       const int64_t i = 4 * g + k;
       if (i < n) {
-        const bool keep = keep4(r, k, keep_threshold);
-        mask[i] = keep;
-        out[i] = from_compute<S>(to_compute(x[i]) * (keep ? scale : C(0)));
+        const bool kept = keep(r.v[k], keep_threshold);
+        mask[i] = kept;
+        out[i] = from_compute<S>(to_compute(x[i]) * (kept ? scale : C(0)));
       }
     }
   }
