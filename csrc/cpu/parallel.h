@@ -29,7 +29,8 @@ void parallel_chunks(int64_t n, int64_t grain, int threads, Body&& body) {
   for (int64_t c = 0; c < chunks; ++c) body(c * grain, std::min(n, (c + 1) * grain));
 }
 
-// Elements per chunk of parallel work (a multiple of 256, so chunks start on Philox blocks of 4).
-constexpr int64_t kElementGrain = 1 << 15;
+// Elements per chunk of parallel work: small enough to balance two threads on a 128-image batch,
+// a multiple of 256, so that chunks start on Philox blocks of 4.
+constexpr int64_t kElementGrain = 1 << 13;
 
 }  // namespace gf::cpu
