@@ -31,7 +31,7 @@ import genfast
 from genfast import data, models
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SETTINGS = {"vae": (128, 1e-3), "ae": (256, 1e-3), "dae": (256, 1e-3)}
+SETTINGS = {"vae": (256, 1e-3), "ae": (256, 1e-3), "dae": (256, 1e-3)}  # the notebooks' batch and lr
 
 
 def genfast_epoch(model: str, epochs: int, batch: int, lr: float, device: str, compile: bool) -> float:
@@ -104,8 +104,7 @@ def gemm_floor(model: str, batch: int, device: str, n_images: int = 4000) -> flo
         start = time.perf_counter()
         for _ in range(batches):
             one_batch()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        _sync(device)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
@@ -164,6 +163,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first epoch is warm-up)")
     print(f"genfast {genfast.__version__} on {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     rows = []

@@ -56,11 +56,12 @@ GF_HD float to_compute(float x) { return x; }
 GF_HD double to_compute(double x) { return x; }
 
 GF_HD float to_compute(half_t h) {
+  // Integer work only (no float subnormals, so flush-to-zero modes cannot change the result).
   const uint32_t sign = (uint32_t(h.bits) & 0x8000u) << 16;
   const uint32_t magnitude = uint32_t(h.bits) & 0x7fffu;
-  // Moving the 15 magnitude bits under the float exponent and rescaling by 2^(127-15) is exact
-  // for normal and subnormal halves alike.
-  float value = float_of(magnitude << 13) * 5.192296858534828e+33f;  // 2^112
+  // Normal: rebias the exponent by 127 - 15. Subnormal m * 2^-24: (0.5 + m * 2^-24) - 0.5, exact.
+  float value = float_of((magnitude << 13) + (112u << 23));
+  value = magnitude < 0x0400u ? float_of(0x3f000000u | magnitude) - 0.5f : value;
   value = magnitude >= 0x7c00u ? float_of((magnitude << 13) | 0x7f800000u) : value;
   return float_of(bits_of(value) | sign);
 }
@@ -96,7 +97,8 @@ template <> GF_HD bfloat16_t from_compute<bfloat16_t>(float v) {
 
 // ---------------------------------------------------------------------------------------------
 // Elementary functions. float versions are our own polynomials; double versions use the
-// platform's libm (they are for validation and gradcheck, not the hot path).
+// platform's libm (for validation and gradcheck, not the hot path), so float64 results are not
+// guaranteed bit-identical between CPU and CUDA.
 constexpr float kLn2Hi = 0.693359375f;        // few mantissa bits: e * kLn2Hi is exact
 constexpr float kLn2Lo = -2.12194440e-4f;     // ln 2 - kLn2Hi
 
@@ -237,11 +239,16 @@ GF_HD void box_muller(uint32_t a, uint32_t b, float* first, float* second) {
   *second = radius * s;
 }
 
+// Elements 4g .. 4g + 3 of a stream take these normals of counter g's words (w0, w1, w2, w3).
+GF_HD void normals_of_words(uint32_t w0, uint32_t w1, uint32_t w2, uint32_t w3, float* out4) {
+  box_muller(w0, w1, &out4[0], &out4[1]);
+  box_muller(w2, w3, &out4[2], &out4[3]);
+}
+
 GF_HD Normal4 normal4(uint64_t group, uint64_t seed, uint64_t offset) {
   const Philox4 r = philox4x32_10(group, offset, seed);
   Normal4 n;
-  box_muller(r.v[0], r.v[1], &n.v[0], &n.v[1]);
-  box_muller(r.v[2], r.v[3], &n.v[2], &n.v[3]);
+  normals_of_words(r.v[0], r.v[1], r.v[2], r.v[3], n.v);
   return n;
 }
 
@@ -259,6 +266,9 @@ struct ReparameteriseGradLogvar {
 // Dropout keeps element i when the top 24 bits of its Philox word fall below keep_threshold,
 // keep_threshold = round((1 - p) * 2^24), computed once on the host.
 GF_HD bool keep(uint32_t philox_word, uint32_t keep_threshold) { return (philox_word >> 8) < keep_threshold; }
+
+// x * m with m = scale = 1/(1-p) where kept and 0 where dropped (NaN * 0 stays NaN, as x * mask).
+template <class T> GF_HD T dropout_apply(T x, bool kept, T scale) { return x * (kept ? scale : T(0)); }
 
 // ---------------------------------------------------------------------------------------------
 // Loss terms: loss(x, y) for one element, its partial derivatives, and loss_and_grad_x, which

@@ -11,8 +11,10 @@ import time
 import torch
 
 from . import ops, reference
-from .data import EMBEDDED
 from .training import MODELS, train
+
+TRAIN_SETTINGS = {"data", "epochs", "batch_size", "lr", "seed", "device", "backend", "compile", "amp",
+                  "max_steps", "model", "run_dir", "resume", "progress"}
 
 
 def _median_us(fn, repeats: int = 30) -> float:
@@ -74,15 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--seed", type=int, default=1)
     train_parser = sub.add_parser("train", help="train a model of the practicum")
     train_parser.add_argument("model", choices=MODELS)
-    train_parser.add_argument("--data", default=EMBEDDED, help="mnist-5k (embedded), mnist:ROOT, fashion-mnist:ROOT, folder:PATH")
+    train_parser.add_argument("--data", help="mnist-5k (embedded, default), mnist:ROOT, fashion-mnist:ROOT, folder:PATH")
     train_parser.add_argument("--run-dir", help="default runs/MODEL")
     train_parser.add_argument("--epochs", type=int)
     train_parser.add_argument("--batch-size", type=int)
     train_parser.add_argument("--lr", type=float)
-    train_parser.add_argument("--seed", type=int, default=1)
-    train_parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    train_parser.add_argument("--backend", choices=["fused", "reference"], default="fused")
-    train_parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    train_parser.add_argument("--seed", type=int, help="default 1")
+    train_parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
+    train_parser.add_argument("--backend", choices=["fused", "reference"], help="default fused")
+    train_parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
     train_parser.add_argument("--amp", choices=["bf16"], help="bfloat16 autocast (CUDA)")
     train_parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     train_parser.add_argument("--max-steps", type=int, help="at most this many steps per epoch")
@@ -91,17 +93,24 @@ def main(argv: list[str] | None = None) -> int:
                               help="model option, e.g. d=500, beta=2, p=0.5, margin=10, image_size=32")
     args = parser.parse_args(argv)
     if args.command == "train":
-        options = {}
+        settings = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "lr", "seed", "device",
+                                                  "backend", "compile", "amp", "max_steps")
+                    if getattr(args, k) is not None}
         for item in args.option:
             name, sep, value = item.partition("=")
-            if not sep:
+            if not sep or not name:
                 parser.error(f"--option wants NAME=VALUE, got {item!r}")
-            options[name] = json.loads(value)
-        settings = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr).items()
-                    if v is not None}
-        train(args.model, run_dir=args.run_dir, resume=args.resume, progress=not args.no_progress,
-              data=args.data, seed=args.seed, device=args.device, backend=args.backend,
-              compile=args.compile, amp=args.amp, max_steps=args.max_steps, **settings, **options)
+            if name in settings or name in TRAIN_SETTINGS:
+                parser.error(f"--option {name}: use --{name.replace('_', '-')} for that")
+            try:
+                settings[name] = json.loads(value)
+            except json.JSONDecodeError:
+                parser.error(f"--option {name}: {value!r} is not a number or JSON value")
+        try:
+            train(args.model, run_dir=args.run_dir, resume=args.resume, progress=not args.no_progress,
+                  **settings)
+        except (ValueError, FileNotFoundError) as error:  # DataError is a ValueError
+            parser.exit(2, f"genfast train: error: {error}\n")
         return 0
     if args.command == "info":
         print(json.dumps(ops.build_info(), indent=2))

@@ -148,7 +148,9 @@ def _load_folder(root: Path, split: str, size: int, channels: int) -> Dataset:
 
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
-    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    classes = sorted(p for p in root.iterdir()
+                     if p.is_dir() and not p.name.startswith(".")
+                     and any(f.suffix.lower() in _IMAGE_SUFFIXES for f in p.iterdir()))
     groups = [(i, sorted(f for f in c.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES))
               for i, c in enumerate(classes)] or [(None, sorted(
                   f for f in root.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES))]
@@ -193,7 +195,10 @@ def normalise(images: Tensor, value_range: str) -> Tensor:
 def batches(n: int, batch_size: int, generator: torch.Generator, device, rank: int = 0,
             world_size: int = 1) -> Iterator[Tensor]:
     """Index batches of one epoch: a permutation drawn on the CPU generator (the same on every
-    rank and device), this rank's shard of it, moved to the device and sliced."""
-    order = torch.randperm(n, generator=generator)[rank::world_size].to(device)
+    rank and device), this rank's equal shard of it, moved to the device and sliced."""
+    order = torch.randperm(n, generator=generator)
+    # Equal shards (the last n % world_size images of the permutation wait for the next epoch):
+    # ranks that ran different numbers of steps would wait for each other forever in DDP.
+    order = order[:n - n % world_size][rank::world_size].to(device)
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]

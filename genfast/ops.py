@@ -10,7 +10,8 @@ only scales the saved gradients by ``grad_output``.
 Random ops draw in-kernel from Philox4x32-10 keyed by an int64 tensor ``seed_offset = [seed,
 offset]`` on the input's device, so the kernel reads it from device memory (CUDA-graph safe), the
 public functions draw it from torch's generator (``torch.manual_seed`` reproduces it), and CPU and
-CUDA give the same bits for the same ``seed_offset``.
+CUDA draw the same noise bits for the same ``seed_offset`` (float64 outputs may differ in the last
+bit, float64 exp being the platform's).
 """
 
 from __future__ import annotations
@@ -131,8 +132,10 @@ def _check_probability(p) -> float:
 
 def _launch(t: Tensor) -> tuple[int, int, int]:
     """(device index or -1 for CPU, CUDA stream handle, CPU threads) for a kernel over t."""
-    if t.device.type == "cuda":
+    if t.is_cuda:
         return t.device.index, torch.cuda.current_stream(t.device).cuda_stream, 1
+    if not t.is_cpu:  # meta tensors have no data: only the fake kernels may see them
+        raise ValueError(f"genfast's kernels run on cpu and cuda tensors, got a {t.device} tensor")
     return -1, 0, torch.get_num_threads()
 
 
@@ -205,7 +208,7 @@ def _plain_eager(tensors) -> bool:
         and not torch._C._is_torch_function_mode_enabled()
         and not torch._C._are_functorch_transforms_active()
         and _get_current_dispatch_mode() is None
-        and all(type(t) is Tensor for t in tensors)
+        and all(type(t) is Tensor and not t.is_meta for t in tensors)
     )
 
 
@@ -322,12 +325,18 @@ def _dropout_corrupt_fake(x, p, seed_offset):
     return x.new_empty(x.shape), x.new_empty(x.shape, dtype=torch.bool)
 
 
-def _dropout_corrupt_backward_impl(grad_out: Tensor, mask: Tensor, p: float) -> Tensor:
+def _validate_dropout_backward(grad_out, mask, p) -> float:
     _check_float_tensor("grad_out", grad_out)
-    p = _check_probability(p)
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask).__name__)}")
+    if mask.device != grad_out.device:
+        raise ValueError(f"mask is on {mask.device} but grad_out is on {grad_out.device}")
     _check_same_shape("mask", mask, "grad_out", grad_out)
+    return _check_probability(p)
+
+
+def _dropout_corrupt_backward_impl(grad_out: Tensor, mask: Tensor, p: float) -> Tensor:
+    p = _validate_dropout_backward(grad_out, mask, p)
     grad_out, mask = grad_out.contiguous(), mask.contiguous()
     grad_x = _empty(grad_out.shape, grad_out)
     _C.dropout_backward(
@@ -338,6 +347,7 @@ def _dropout_corrupt_backward_impl(grad_out: Tensor, mask: Tensor, p: float) -> 
 
 
 def _dropout_corrupt_backward_fake(grad_out, mask, p):
+    _validate_dropout_backward(grad_out, mask, p)
     return grad_out.new_empty(grad_out.shape)
 
 
@@ -389,7 +399,7 @@ def _run_fused_loss(
         out_total, out_rows, out_elems = loss.data_ptr(), 0, 0
     device, stream, threads = _launch(x_a)
     workspace = None
-    if device >= 0:
+    if device >= 0 and reduction != "none":
         # Row sums plus the zeroed arrival counter of the last-block reduction.
         workspace = torch.zeros(rows + 1, dtype=torch.float64, device=x_a.device)
     _C.fused_loss(

@@ -2,12 +2,14 @@
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``steps.jsonl``
 (the training metrics of every step), ``model.safetensors``
-(weights), ``checkpoint.safetensors`` (weights, optimizer and RNG state, for ``resume``) and a PNG
+(weights), ``checkpoint.safetensors`` (weights and optimizer state, for ``resume``) and a PNG
 grid per epoch. Files are written atomically (temporary file, fsync, rename): a kill during a save
 leaves the previous checkpoint intact. Nothing is pickled: tensors go to safetensors, the rest to JSON.
 
 The data set lives as one tensor on the training device; each epoch's batches are slices of a
-permutation drawn from a generator seeded by (seed, epoch), so a resumed run continues exactly.
+permutation drawn from a generator seeded by (seed, epoch), and its noise (VAE sampling, DAE
+corruption, GAN latents) from torch's generator seeded by (seed, epoch, rank), so a resumed run
+continues exactly.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from . import models
 from .ops import build_info, dropout_corrupt
 
 MODELS = ("ae", "ae-over", "dae", "vae", "ebgan", "dcgan")
-# The practicum's settings per model: (lr, batch size, epochs).
+# The model options each model takes (``--option NAME=VALUE``).
+OPTIONS = {
+    "ae": {"d"}, "ae-over": {"d"}, "dae": {"d", "p"}, "vae": {"d", "beta"},
+    "ebgan": {"nz", "hidden", "margin"}, "dcgan": {"nz", "ngf", "ndf", "image_size", "channels"},
+}
+# The practicum's settings per model: (lr, batch size, epochs). The practicum gives none for its
+# EBGAN: it takes DCGAN's.
 DEFAULTS = {
     "ae": (1e-3, 256, 20),
     "ae-over": (1e-3, 256, 20),
@@ -60,6 +68,10 @@ class Config:
     def resolved(self) -> "Config":
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        unknown = set(self.options) - OPTIONS[self.model]
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)} for {self.model}; it takes "
+                             f"{sorted(OPTIONS[self.model])}")
         lr, batch_size, epochs = DEFAULTS[self.model]
         device = self.device
         if device == "auto":
@@ -68,8 +80,9 @@ class Config:
             raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
         if self.amp and not device.startswith("cuda"):
             raise ValueError("--amp bf16 needs a CUDA device")
-        return Config(self.model, self.data, self.epochs or epochs, self.batch_size or batch_size,
-                      self.lr or lr, self.seed, device, self.backend, self.compile, self.amp,
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        return Config(self.model, self.data, pick(self.epochs, epochs), pick(self.batch_size, batch_size),
+                      pick(self.lr, lr), self.seed, device, self.backend, self.compile, self.amp,
                       self.max_steps, dict(self.options))
 
 
@@ -180,8 +193,11 @@ class AutoencoderTask(Task):
     def picture(self, x):
         with _EvalMode(self.model):
             clean = _showcase(x)
-            seen = self.model.inputs(clean).clamp(-1, 1)
-            shown = [clean, seen, self.model(seen)] if seen is not clean else [clean, self.model(clean)]
+            if isinstance(self.model, models.DenoisingAutoencoder):
+                corrupted = self.model.inputs(clean)  # in [-2, 2], as the model sees it
+                shown = [clean, corrupted.clamp(-1, 1), self.model(corrupted)]
+            else:
+                shown = [clean, self.model(clean)]
             return _to_unit(torch.cat(shown), "tanh")
 
 
@@ -284,7 +300,7 @@ def build_task(cfg: Config, channels: int = 1) -> Task:
         return VAETask(cfg, models.VAE(d=opts.get("d", 20), beta=opts.get("beta", 1.0), backend=backend))
     if cfg.model == "ebgan":
         return EnergyGANTask(cfg, models.EnergyGAN(nz=opts.get("nz", 64), hidden=opts.get("hidden", 512),
-                                                   margin=opts.get("margin", 10.0), backend=backend))
+                                                   margin=opts.get("margin", 10.0)))
     return DCGANTask(cfg, models.DCGAN(nz=opts.get("nz", 100), ngf=opts.get("ngf", 64), ndf=opts.get("ndf", 64),
                                        nc=channels, image_size=opts.get("image_size", 64),
                                        backend=backend))
@@ -340,10 +356,6 @@ def save_checkpoint(path: Path, task: Task, epoch: int, cfg: Config) -> None:
                 else:
                     scalars[f"{index}/{key}"] = value
         optimizer_meta[name] = {"param_groups": state["param_groups"], "scalars": scalars}
-    tensors["rng/cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available() and cfg.device.startswith("cuda"):
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/cuda/{i}"] = state
     metadata = {"epoch": str(epoch), "config": json.dumps(asdict(cfg)),
                 "optimizers": json.dumps(optimizer_meta), "genfast_version": build_info()["version"]}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -358,7 +370,7 @@ def save_weights(path: Path, task: Task) -> None:
 
 
 def load_checkpoint(path: Path, task: Task, device) -> int:
-    """Restores weights, optimizer and RNG state; returns the epoch the checkpoint finished."""
+    """Restores weights and optimizer state; returns the epoch the checkpoint finished."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -379,10 +391,6 @@ def load_checkpoint(path: Path, task: Task, device) -> int:
             index, entry = key.split("/", 1)
             state.setdefault(int(index), {})[entry] = value
         opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng/cpu"])
-    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng/cuda/"))]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
     return int(metadata["epoch"])
 
 
@@ -420,9 +428,15 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: bool = False,
+RUNTIME_SETTINGS = ("epochs", "device", "max_steps", "amp", "compile")  # may change on --resume
+
+
+def train(model: Optional[str] = None, *, run_dir: Optional[str | Path] = None, resume: bool = False,
           progress: bool = True, **settings) -> Result:
-    """Trains ``model`` (one of MODELS); returns the per-epoch metrics and the trained task.
+    """Trains ``model`` (one of MODELS, default 'vae'); returns the per-epoch metrics and the task.
+
+    With ``resume`` the run in ``run_dir`` continues with its saved configuration; only the
+    run-time settings (epochs, device, max_steps, amp, compile) may be given anew.
 
     settings: the fields of :class:`Config` (epochs, batch_size, lr, seed, device, backend, data,
     compile, amp, max_steps) and model options (d, beta, p, nz, margin, ngf, ndf, image_size).
@@ -432,7 +446,7 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
     """
     known = {f for f in Config.__dataclass_fields__ if f not in ("model", "options")}
     options = {k: settings.pop(k) for k in list(settings) if k not in known}
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / model
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / (model or "vae")
     checkpoint = run_dir / "checkpoint.safetensors"
     if resume:
         if not checkpoint.is_file():
@@ -440,10 +454,18 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
         from safetensors import safe_open
 
         with safe_open(str(checkpoint), framework="pt") as f:
-            saved = json.loads(f.metadata()["config"])
-        cfg = Config(**{**saved, **{k: v for k, v in settings.items() if k == "epochs"}})
+            saved = Config(**json.loads(f.metadata()["config"]))
+        changed = {k for k, v in settings.items() if k not in RUNTIME_SETTINGS and v != getattr(saved, k)}
+        changed |= {k for k, v in options.items() if saved.options.get(k) != v}
+        if model is not None and model != saved.model:
+            changed.add("model")
+        if changed:
+            raise ValueError(f"{run_dir} was trained with other {sorted(changed)}; --resume continues a run "
+                             f"as it was (only {', '.join(RUNTIME_SETTINGS)} may change)")
+        runtime = {k: settings[k] for k in RUNTIME_SETTINGS if settings.get(k) is not None}
+        cfg = Config(**{**asdict(saved), **runtime}).resolved()
     else:
-        cfg = Config(model=model, options=options, **settings).resolved()
+        cfg = Config(model=model or "vae", options=options, **settings).resolved()
 
     rank, world_size, local_rank = _distributed()
     device = torch.device(cfg.device)
@@ -461,18 +483,21 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     size = cfg.options.get("image_size", 64) if cfg.model == "dcgan" else 28
-    train_set = datasets.load(cfg.data, "train", size=size).to(device)
-    test_set = datasets.load(cfg.data, "test", size=size).to(device)
+    channels = cfg.options.get("channels", 1)  # 3 for RGB image folders (DCGAN)
+    train_set = datasets.load(cfg.data, "train", size=size, channels=channels).to(device)
+    test_set = datasets.load(cfg.data, "test", size=size, channels=channels).to(device)
     task = build_task(cfg, channels=train_set.images.shape[1])
     task.to(device)
     value_range = task.model.value_range
     x_train = task.prepare(datasets.normalise(train_set.images, value_range))
     x_test = task.prepare(datasets.normalise(test_set.images, value_range))
-    torch.manual_seed(cfg.seed + rank)  # each rank its own noise
 
     start_epoch = 0
     if resume:
         start_epoch = load_checkpoint(checkpoint, task, device)
+        if writer:  # lines written after the checkpoint (a kill between the two) are redone
+            for name in ("metrics.jsonl", "steps.jsonl"):
+                _drop_epochs_after(run_dir / name, start_epoch)
     elif writer:
         _write_text(run_dir / "config.json", json.dumps(
             {**asdict(cfg), "genfast": build_info(), "world_size": world_size,
@@ -488,7 +513,10 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
 
     history = []
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        # Every epoch's randomness is a function of (seed, epoch, rank): the batch order (the same
+        # on all ranks) and the noise (each rank its own), so a resumed run continues exactly.
         order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        torch.manual_seed((cfg.seed * 1_000_003 + epoch) * 1_009 + rank)
         steps = list(islice(datasets.batches(len(x_train), cfg.batch_size, order, device, rank, world_size),
                             cfg.max_steps))
         bar = _progress(steps, f"{cfg.model} epoch {epoch}/{cfg.epochs}", progress and writer)
@@ -503,6 +531,10 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
                 sums[k] = sums.get(k, 0.0) + v
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({k: f"{v:.4g}" for k, v in step_metrics.items()})
+        if world_size > 1:  # BatchNorm statistics drift per rank after DDP's last forward pass
+            for module in task.modules().values():
+                for buffer in module.buffers():
+                    torch.distributed.broadcast(buffer, src=0)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
@@ -521,6 +553,12 @@ def train(model: str = "vae", *, run_dir: Optional[str | Path] = None, resume: b
             save_checkpoint(checkpoint, task, epoch, cfg)
             save_weights(run_dir / "model.safetensors", task)
     return Result(history, task, rank, world_size)
+
+
+def _drop_epochs_after(path: Path, epoch: int) -> None:
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
+        _write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _progress(steps, description: str, enabled: bool):

@@ -118,3 +118,17 @@ def test_empty_mean_is_nan_like_torch():
     x = torch.zeros(0)
     assert torch.isnan(genfast.binary_cross_entropy(x, x)) and torch.isnan(F.binary_cross_entropy(x, x))
     assert genfast.binary_cross_entropy_with_logits(x, x, "sum").item() == 0.0
+
+
+def test_half_subnormals_survive_flush_to_zero():
+    """Half-precision subnormals are converted with integer operations: flush-to-zero modes
+    cannot turn p = 3e-5 into 0 (which would give the clamped loss 100 instead of 10.4)."""
+    p = torch.tensor([3e-5, 6e-8], dtype=torch.float16)
+    t = torch.ones(2, dtype=torch.float16)
+    expected = F.binary_cross_entropy(p.double(), t.double(), reduction="none")
+    try:
+        torch.set_flush_denormal(True)
+        out = genfast.binary_cross_entropy(p, t, "none")
+    finally:
+        torch.set_flush_denormal(False)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-2, atol=0)

@@ -1,5 +1,5 @@
 """DDP on CPU: two gloo ranks launched by torchrun see disjoint shards, end with identical
-weights, and only rank 0 writes the run directory."""
+weights (BatchNorm buffers included, for DCGAN), and only rank 0 writes the run directory."""
 
 import json
 import subprocess
@@ -22,6 +22,7 @@ from genfast import data
 from safetensors.torch import save_file
 
 model, run_dir, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+OPTIONS = {"vae": {}, "ebgan": {"hidden": 64}, "dcgan": {"ngf": 8, "ndf": 8, "image_size": 16}}
 seen = []
 original = data.batches
 def recording(*args, **kwargs):
@@ -30,14 +31,14 @@ def recording(*args, **kwargs):
         yield batch
 data.batches = recording
 result = genfast.train(model, run_dir=run_dir, epochs=1, max_steps=6, batch_size=32, device="cpu",
-                       progress=False, **({"hidden": 64} if model == "ebgan" else {}))
+                       progress=False, **OPTIONS[model])
 weights = {f"{n}/{k}": v.contiguous() for n, m in result.task.modules().items() for k, v in m.state_dict().items()}
 save_file(weights, str(out / f"rank{result.rank}.safetensors"))
 (out / f"seen{result.rank}.json").write_text(json.dumps(seen))
 """
 
 
-@pytest.mark.parametrize("model", ["vae", "ebgan"])
+@pytest.mark.parametrize("model", ["vae", "ebgan", "dcgan"])
 def test_two_gloo_ranks(tmp_path, model):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)

@@ -101,3 +101,15 @@ def test_module_form_corrupts_in_eval_too():
     layer = genfast.nn.DropoutCorrupt(0.5).eval()
     out, mask = layer(torch.ones(1000))
     assert not mask.all() and mask.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_every_half_precision_value_round_trips(device, dtype):
+    """With p = 0 the corruption multiplies by 1: all 2^16 bit patterns (subnormals, infinities,
+    NaNs) go through genfast's own half/bfloat16 conversions and come back unchanged."""
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype).to(device)
+    out, mask = genfast.dropout_corrupt(x, 0.0, seed=1)
+    assert mask.all()
+    nan = torch.isnan(x)
+    assert torch.isnan(out[nan]).all()
+    assert torch.equal(out[~nan].view(torch.int16), x[~nan].view(torch.int16))

@@ -111,3 +111,42 @@ def test_bad_settings():
         training.Config(model="gan").resolved()
     with pytest.raises(ValueError, match="needs a CUDA device"):
         training.Config(model="vae", device="cpu", amp="bf16").resolved()
+
+
+def test_resume_refuses_changed_settings_but_takes_runtime_ones(tmp_path):
+    genfast.train("vae", run_dir=tmp_path, epochs=1, max_steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"other \['d'\]"):
+        genfast.train("vae", run_dir=tmp_path, resume=True, epochs=2, d=5)
+    with pytest.raises(ValueError, match=r"other \['model'\]"):
+        genfast.train("ae", run_dir=tmp_path, resume=True, epochs=2)
+    result = genfast.train(run_dir=tmp_path, resume=True, epochs=2, max_steps=2, progress=False)
+    assert [r["epoch"] for r in result.history] == [2]
+    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert [(s["epoch"], s["step"]) for s in steps] == [(1, 1), (2, 1), (2, 2)]
+
+
+def test_resume_drops_lines_written_after_the_checkpoint(tmp_path):
+    """A kill between the metrics and the checkpoint leaves lines of an epoch that will be redone."""
+    genfast.train("vae", run_dir=tmp_path, epochs=1, max_steps=1, progress=False)
+    for name in ("metrics.jsonl", "steps.jsonl"):
+        with open(tmp_path / name, "a") as f:
+            f.write(json.dumps({"epoch": 2, "step": 1, "loss": -1.0}) + "\n")
+    genfast.train(run_dir=tmp_path, resume=True, epochs=2, progress=False)
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2] and metrics[1]["loss"] > 0
+
+
+def test_unknown_model_option():
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['bata'\] for vae"):
+        training.Config(model="vae", options={"bata": 2}).resolved()
+
+
+def test_cli_train_errors_are_clean(tmp_path, capsys):
+    from genfast import cli
+
+    for argv, message in ((["train", "vae", "--option", "d=abc"], "not a number"),
+                          (["train", "vae", "--option", "seed=3"], "use --seed"),
+                          (["train", "vae", "--resume", "--run-dir", str(tmp_path)], "nothing to resume")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

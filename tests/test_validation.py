@@ -54,6 +54,17 @@ def test_cuda_tensor_without_cuda_build_is_a_clear_error(monkeypatch):
         ops._check_float_tensor("mu", fake_cuda)
 
 
+def test_meta_tensors_reach_only_the_fake_kernels():
+    meta = torch.empty(4, 3, device="meta")
+    assert genfast.kl_divergence(meta, meta).device.type == "meta"  # shape inference, no kernel
+    assert genfast.reparameterise(meta, meta, seed=1).shape == (4, 3)
+    from genfast import ops
+    with pytest.raises(ValueError, match="run on cpu and cuda tensors"):
+        ops._kl_divergence_impl(meta, meta, "sum", False)
+    with pytest.raises(ValueError, match="mask is on meta but grad_out is on cpu"):
+        torch.ops.genfast.dropout_corrupt_backward(torch.ones(3), torch.ones(3, dtype=torch.bool, device="meta"), 0.5)
+
+
 def test_mixed_devices_named():
     meta = torch.empty(4, 3, device="meta")
     with pytest.raises(ValueError, match="target is on meta but recon is on cpu"):

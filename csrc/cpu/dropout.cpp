@@ -6,13 +6,10 @@
 namespace gf::cpu {
 namespace {
 
-constexpr int kBlock = 256;
-
 template <class S>
 GF_CPU_CLONES void forward_range(const S* x, S* out, uint8_t* mask, int64_t begin, int64_t end,
                                  uint32_t keep_threshold, compute_t<S> scale, uint64_t seed,
                                  uint64_t offset) {
-  using C = compute_t<S>;
   uint8_t kept[kBlock];  // bytes, not bool: bool loads do not vectorise
   uint32_t words[4][kBlock / 4];
   for (int64_t b = begin; b < end; b += kBlock) {
@@ -23,7 +20,7 @@ GF_CPU_CLONES void forward_range(const S* x, S* out, uint8_t* mask, int64_t begi
       for (int k = 0; k < 4; ++k) kept[4 * g + k] = keep(words[k][g], keep_threshold);
     for (int l = 0; l < count; ++l) {
       mask[b + l] = kept[l];
-      out[b + l] = from_compute<S>(to_compute(x[b + l]) * (kept[l] != 0 ? scale : C(0)));
+      out[b + l] = from_compute<S>(dropout_apply(to_compute(x[b + l]), kept[l] != 0, scale));
     }
   }
 }
@@ -31,9 +28,8 @@ GF_CPU_CLONES void forward_range(const S* x, S* out, uint8_t* mask, int64_t begi
 template <class S>
 GF_CPU_CLONES void backward_range(const S* grad_out, const uint8_t* mask, S* grad_x, int64_t begin,
                                   int64_t end, compute_t<S> scale) {
-  using C = compute_t<S>;
   for (int64_t i = begin; i < end; ++i)
-    grad_x[i] = from_compute<S>(to_compute(grad_out[i]) * (mask[i] != 0 ? scale : C(0)));
+    grad_x[i] = from_compute<S>(dropout_apply(to_compute(grad_out[i]), mask[i] != 0, scale));
 }
 
 }  // namespace

@@ -8,7 +8,6 @@
 namespace gf::cpu {
 namespace {
 
-constexpr int kBlock = 256;  // elements computed into a buffer before they are summed
 constexpr int kLanes = 16;   // independent partial sums: a fixed summation order that vectorises
 
 struct SegmentOut {

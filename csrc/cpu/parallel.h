@@ -33,4 +33,7 @@ void parallel_chunks(int64_t n, int64_t grain, int threads, Body&& body) {
 // a multiple of 256, so that chunks start on Philox blocks of 4.
 constexpr int64_t kElementGrain = 1 << 13;
 
+// Elements computed into local buffers at a time by the inner loops (a multiple of 4 too).
+constexpr int kBlock = 256;
+
 }  // namespace gf::cpu

@@ -6,8 +6,6 @@
 namespace gf::cpu {
 namespace {
 
-constexpr int kBlock = 256;  // elements per inner block, a multiple of the Philox block of 4
-
 // out = Map::apply(a, logvar, eps) over elements [begin, end); begin is a multiple of 4.
 template <class Map, class S>
 GF_CPU_CLONES void normal_map_range(const S* a, const S* logvar, S* out, int64_t begin, int64_t end,
@@ -19,10 +17,8 @@ GF_CPU_CLONES void normal_map_range(const S* a, const S* logvar, S* out, int64_t
     const int count = int(std::min<int64_t>(kBlock, end - b));
     const int groups = (count + 3) / 4;
     philox_words(uint64_t(b / 4), groups, seed, offset, words[0], words[1], words[2], words[3]);
-    for (int g = 0; g < groups; ++g) {
-      box_muller(words[0][g], words[1][g], &eps[4 * g], &eps[4 * g + 1]);
-      box_muller(words[2][g], words[3][g], &eps[4 * g + 2], &eps[4 * g + 3]);
-    }
+    for (int g = 0; g < groups; ++g)
+      normals_of_words(words[0][g], words[1][g], words[2][g], words[3][g], &eps[4 * g]);
     for (int l = 0; l < count; ++l)
       out[b + l] = from_compute<S>(Map::apply(to_compute(a[b + l]), to_compute(logvar[b + l]), C(eps[l])));
   }

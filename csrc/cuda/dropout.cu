@@ -9,7 +9,6 @@ template <class S>
 __global__ void forward_kernel(const S* __restrict__ x, S* __restrict__ out, bool* __restrict__ mask,
                                int64_t n, uint32_t keep_threshold, compute_t<S> scale,
                                const int64_t* __restrict__ seed_offset) {
-  using C = compute_t<S>;
   const uint64_t seed = uint64_t(seed_offset[0]), offset = uint64_t(seed_offset[1]);
   const int64_t groups = (n + 3) / 4;
   for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < groups;
@@ -21,7 +20,7 @@ __global__ void forward_kernel(const S* __restrict__ x, S* __restrict__ out, boo
       if (i < n) {
         const bool kept = keep(r.v[k], keep_threshold);
         mask[i] = kept;
-        out[i] = from_compute<S>(to_compute(x[i]) * (kept ? scale : C(0)));
+        out[i] = from_compute<S>(dropout_apply(to_compute(x[i]), kept, scale));
       }
     }
   }
@@ -30,10 +29,9 @@ __global__ void forward_kernel(const S* __restrict__ x, S* __restrict__ out, boo
 template <class S>
 __global__ void backward_kernel(const S* __restrict__ grad_out, const bool* __restrict__ mask,
                                 S* __restrict__ grad_x, int64_t n, compute_t<S> scale) {
-  using C = compute_t<S>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    grad_x[i] = from_compute<S>(to_compute(grad_out[i]) * (mask[i] ? scale : C(0)));
+    grad_x[i] = from_compute<S>(dropout_apply(to_compute(grad_out[i]), mask[i], scale));
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Row-structured fused losses on CUDA: one warp per row computes the row's sum (and the gradients
 // when asked); the last block to finish adds the row sums in a fixed order, so the result is
-// bit-identical run to run (no float atomics) and the whole loss is one kernel launch.
+// bit-identical run to run (no float atomics) and the whole loss is one kernel launch. The
+// workspace (row sums, then the arrival counter) is freshly zeroed by the caller for each launch.
 #include "../dispatch.h"
 #include "common.cuh"
 
@@ -52,7 +53,7 @@ __global__ void __launch_bounds__(kThreads) fused_loss_kernel(LossProblem p) {
           (r + 1) * p.cols_b, nullptr, reinterpret_cast<S*>(p.grad_x_b),
           reinterpret_cast<S*>(p.grad_y_b), C(p.grad_scale_b), C(p.grad_scale_b));
     if (lane == 0) {
-      row_totals[r] = total;
+      if (p.out_total) row_totals[r] = total;
       if (p.out_rows) reinterpret_cast<S*>(p.out_rows)[r] = from_compute<S>(C(total));
     }
   }
@@ -67,6 +68,7 @@ __global__ void __launch_bounds__(kThreads) fused_loss_kernel(LossProblem p) {
   if (threadIdx.x == 0) is_last = atomicAdd(counter, 1u) == gridDim.x - 1;
   __syncthreads();
   if (!is_last) return;
+  __threadfence();  // acquire: see every other block's row totals
   double sum = 0.0;
   for (int64_t r = threadIdx.x; r < p.rows; r += kThreads) sum += __ldcg(row_totals + r);
   partial[threadIdx.x] = sum;
@@ -75,10 +77,7 @@ __global__ void __launch_bounds__(kThreads) fused_loss_kernel(LossProblem p) {
     if (threadIdx.x < width) partial[threadIdx.x] += partial[threadIdx.x + width];
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    *reinterpret_cast<S*>(p.out_total) = from_compute<S>(C(partial[0] / p.total_divisor));
-    *counter = 0u;  // ready for reuse
-  }
+  if (threadIdx.x == 0) *reinterpret_cast<S*>(p.out_total) = from_compute<S>(C(partial[0] / p.total_divisor));
 }
 
 }  // namespace

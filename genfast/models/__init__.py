@@ -1,5 +1,6 @@
-"""The practicum's models, each computing its losses with genfast's fused ops (``backend="fused"``)
-or with the plain-PyTorch references (``backend="reference"``)."""
+"""The practicum's models. Those with a fused op on their path (the DAE's corruption, the VAE's
+sampling and loss, DCGAN's BCE) take ``backend="fused"`` (genfast's kernels) or
+``backend="reference"`` (plain PyTorch)."""
 
 from .autoencoder import Autoencoder, DenoisingAutoencoder
 from .dcgan import DCGAN
