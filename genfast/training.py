@@ -345,7 +345,7 @@ def save_checkpoint(path: Path, task: Task, epoch: int, cfg: Config) -> None:
     optimizer_meta: dict[str, Any] = {}
     for name, module in task.modules().items():
         for key, value in module.state_dict().items():
-            tensors[f"model/{key}"] = value.detach().cpu().contiguous()
+            tensors[f"{name}/{key}"] = value.detach().cpu().contiguous()
     for name, opt in task.optimizers.items():
         state = opt.state_dict()
         scalars = {}
@@ -377,7 +377,8 @@ def load_checkpoint(path: Path, task: Task, device) -> int:
         metadata = f.metadata()
         tensors = {key: f.get_tensor(key) for key in f.keys()}
     for name, module in task.modules().items():
-        module.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
+        prefix = f"{name}/"
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
     optimizer_meta = json.loads(metadata["optimizers"])
     for name, opt in task.optimizers.items():
         meta = optimizer_meta[name]
