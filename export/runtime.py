@@ -1,0 +1,354 @@
+"""Serving exported genfast graphs with onnxruntime, with numpy and onnxruntime only: this module
+imports neither torch nor genfast's kernels (torch is used only when you hand it torch tensors).
+
+    from genfast.export import runtime
+    model = runtime.load("onnx/")                  # a folder of one model's graphs, or one .onnx file
+    images = model.generate(64, seed=0)            # (64, C, H, W) in [0, 1]
+    runtime.save_grid(images, "samples.png")
+    restored = model.reconstruct(images)           # numpy arrays, PIL images or uint8 arrays in
+    z = model.run("decode", z_cuda_tensor)[0]      # torch CUDA tensors in and out (IO binding)
+
+Images in and out of the typed helpers are in [0, 1] (uint8 arrays and PIL images are converted);
+the helpers map them to and from the model's own range ([-1, 1] for the tanh models) as stored in
+the graph's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+DEVICES = ("auto", "cuda", "cpu")
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class Graph:
+    """One onnxruntime session of a genfast graph, with the metadata written at export."""
+
+    def __init__(self, path: Path, session: ort.InferenceSession, metadata: dict[str, str]):
+        self.path, self.session, self.metadata = path, session, metadata
+        self.name = metadata["graph"]
+        self.input = session.get_inputs()[0]
+        self.outputs = [o.name for o in session.get_outputs()]
+        self.dtype = _NUMPY_TYPES.get(self.input.type)
+        if self.dtype is None:
+            raise ValueError(f"{path}: input type {self.input.type} is not float or float16")
+        self.provider = session.get_providers()[0]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        expected = self.input.shape[1:]
+        if x.ndim != len(expected) + 1 or list(x.shape[1:]) != list(expected):
+            raise ValueError(f"{self.name}: input {self.input.name!r} must have shape (batch, "
+                             f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{self.name}: input {self.input.name!r} is an empty batch")
+        outputs = self.session.run(self.outputs, {self.input.name: np.ascontiguousarray(x, dtype=self.dtype)})
+        return [o.astype(np.float32, copy=False) for o in outputs]
+
+
+class GenfastModel:
+    """The graphs of one exported model (one or several of encode, decode, reconstruct, generate,
+    energy, discriminate) and typed helpers over them."""
+
+    def __init__(self, graphs: dict[str, Graph]):
+        self.graphs = graphs
+        first = next(iter(graphs.values())).metadata
+        self.kind: str = first["model_kind"]
+        self.latent_size: int = int(first["latent_size"])
+        self.image_shape: tuple[int, ...] = tuple(json.loads(first["image_shape"]))
+        self.input_range: tuple[float, float] = tuple(json.loads(first["input_range"]))
+        self.output_range: tuple[float, float] = tuple(json.loads(first["output_range"]))
+        self.provider: str = next(iter(graphs.values())).provider  # what really runs
+
+    def __repr__(self) -> str:
+        return (f"GenfastModel({self.kind}, graphs {sorted(self.graphs)}, image {self.image_shape}, "
+                f"latent {self.latent_size}, on {self.provider})")
+
+    def graph(self, *names: str) -> Graph:
+        for name in names:
+            if name in self.graphs:
+                return self.graphs[name]
+        raise LookupError(f"this {self.kind} export has no {' or '.join(names)} graph "
+                          f"(it has {', '.join(sorted(self.graphs))})")
+
+    # -- raw graphs -----------------------------------------------------------------------------
+
+    def run(self, graph: str, x: Any) -> list:
+        """One graph on a batch in the model's own value range: numpy in, numpy out; torch tensors
+        in, torch tensors out on the same device, bound without copies (IO binding)."""
+        if type(x).__module__.startswith("torch"):
+            return _run_torch(self.graph(graph), x)
+        return self.graph(graph).run(np.asarray(x))
+
+    # -- typed helpers: images in [0, 1] --------------------------------------------------------
+
+    def noise(self, n: int, seed: int | None = None) -> np.ndarray:
+        """z ~ N(0, I), as in training, from a seeded numpy Generator."""
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        return np.random.default_rng(seed).standard_normal((int(n), self.latent_size), dtype=np.float32)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Images in [0, 1] from latent codes (the VAE's decoder or a GAN's generator)."""
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_size:
+            raise ValueError(f"z must have shape (n, {self.latent_size}), got {z.shape}")
+        return self._to_unit(self.graph("generate", "decode").run(z)[0])
+
+    def generate(self, n: int, seed: int | None = None) -> np.ndarray:
+        """n samples: standard normal noise through the generator or the VAE's decoder."""
+        return self.decode(self.noise(n, seed))
+
+    def reconstruct(self, images) -> np.ndarray:
+        """Autoencoder reconstructions (the VAE's via z = mu), in [0, 1]."""
+        return self._to_unit(self.graph("reconstruct").run(self.images(images))[0])
+
+    def denoise(self, images, p: float | None = None, seed: int | None = None) -> np.ndarray:
+        """The DAE's restoration of corrupted images; with ``p``, the clean ``images`` are first
+        corrupted as in training (each pixel dropped with probability p, kept ones scaled by 1/(1-p))."""
+        x = self.images(images)
+        if p is not None:
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"p must be in [0, 1), got {p}")
+            keep = np.random.default_rng(seed).random(x.shape) >= p
+            x = np.where(keep, x / (1.0 - p), 0.0).astype(np.float32)
+        return self._to_unit(self.graph("reconstruct").run(x)[0])
+
+    def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """The VAE's (mu, logvar)."""
+        mu, logvar = self.graph("encode").run(self.images(images))
+        return mu, logvar
+
+    def energy(self, images) -> np.ndarray:
+        """Per-image energy: ‖y − ỹ‖² of an autoencoder, C(y) of the EBGAN's cost network."""
+        return self.graph("energy").run(self.images(images))[0]
+
+    def discriminate(self, images) -> np.ndarray:
+        """DCGAN's D(x): the probability that each image is real."""
+        return self.graph("discriminate").run(self.images(images))[0]
+
+    def images(self, images) -> np.ndarray:
+        """A batch (N, C, H, W) in the model's input range from images in [0, 1]: a float array
+        (N, C, H, W), (N, H, W) or (H, W), a uint8 array (0-255), a PIL image or a list of them."""
+        c, h, w = self.image_shape
+        if _is_pil(images):
+            images = [images]
+        if isinstance(images, (list, tuple)) and images and all(_is_pil(i) for i in images):
+            images = np.stack([from_pil(i, c, h, w) for i in images])
+        x = np.asarray(images)
+        if x.dtype == np.uint8:
+            x = x.astype(np.float32) / 255.0
+        elif x.dtype.kind != "f":
+            raise ValueError(f"images must be float in [0, 1] or uint8, got dtype {x.dtype}")
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim == 3 and c == 1:
+            x = x[:, None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+            raise ValueError(f"images must have shape (N, {c}, {h}, {w}), got {tuple(np.shape(images))}")
+        if x.shape[0] == 0:
+            raise ValueError("images is an empty batch")
+        if not np.isfinite(x).all():
+            raise ValueError("images must be in [0, 1]: they hold NaN or infinity")
+        if x.min() < 0.0 or x.max() > 1.0:
+            raise ValueError(f"images must be in [0, 1] (got values in [{x.min():.3g}, {x.max():.3g}]); "
+                             "uint8 images are divided by 255")
+        low, high = self.input_range
+        return (low + (high - low) * x).astype(np.float32)
+
+    def _to_unit(self, y: np.ndarray) -> np.ndarray:
+        low, high = self.output_range
+        return np.clip((y - low) / (high - low), 0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def load(path: str | Path, device: str = "auto", threads: int | None = None,
+         dtype: str = "float32") -> GenfastModel:
+    """Loads one exported graph, or every graph of one model in a folder (those of ``dtype`` when
+    both float32 and float16 exports are there).
+
+    ``device``: "cuda" (or "cuda:N") requires the CUDA execution provider to really load and
+    raises otherwise; "auto" uses it when it loads and falls back to the CPU; "cpu". The provider
+    that runs is in ``model.provider``. ``threads``: onnxruntime's intra-op threads (CPU).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(path.glob("*.onnx"))
+        if not files:
+            raise FileNotFoundError(f"{path}: no .onnx files in this folder")
+    else:
+        files = [path]
+    providers, options = _providers(device), ort.SessionOptions()
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        options.intra_op_num_threads = threads
+    graphs: dict[str, Graph] = {}
+    for file in files:
+        graph = _open(file, providers, options, device)
+        if path.is_dir() and graph.metadata.get("dtype", "float32") != dtype:
+            continue
+        if graphs:
+            first = next(iter(graphs.values()))
+            if graph.metadata["model_kind"] != first.metadata["model_kind"] or graph.name in graphs:
+                raise ValueError(f"{path}: holds graphs of several models ({first.path.name}, {file.name}); "
+                                 "load one file, or keep one model per folder")
+        graphs[graph.name] = graph
+    if not graphs:
+        raise FileNotFoundError(f"{path}: no {dtype} genfast graphs in this folder")
+    return GenfastModel(graphs)
+
+
+def _providers(device: str) -> list:
+    kind, _, index = device.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise ValueError(f"device must be one of {DEVICES} or 'cuda:N', got {device!r}")
+    has_cuda = CUDA in ort.get_available_providers()
+    if kind == "cuda" and not has_cuda:
+        raise RuntimeError("device='cuda', but this onnxruntime has no CUDA execution provider: "
+                           "install genfast[gpu] (onnxruntime-gpu) instead of onnxruntime")
+    if kind == "cpu" or not has_cuda:
+        return [CPU]
+    return [(CUDA, {"device_id": int(index or 0)}), CPU]
+
+
+def _open(file: Path, providers: list, options: ort.SessionOptions, device: str) -> Graph:
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file")
+    try:
+        session = ort.InferenceSession(str(file), options, providers=providers)
+    except Exception as error:  # onnxruntime raises its own Fail / InvalidProtobuf types
+        raise ValueError(f"{file}: not a readable ONNX model ({str(error).strip()[:200]})") from None
+    metadata = session.get_modelmeta().custom_metadata_map
+    missing = {"genfast_version", "graph", "model_kind", "image_shape", "latent_size"} - set(metadata)
+    if missing:
+        raise ValueError(f"{file}: an ONNX model, but not a genfast export (no {sorted(missing)} metadata)")
+    # The available list says what was compiled in; get_providers() what loaded (the CUDA provider
+    # drops out when its libraries are missing).
+    running = session.get_providers()[0]
+    if device.startswith("cuda") and running != CUDA:
+        raise RuntimeError(f"{file}: the CUDA execution provider did not load (CUDA 13 and cuDNN 9 "
+                           f"libraries are needed); it would run on {running}")
+    return Graph(file, session, metadata)
+
+
+def _run_torch(graph: Graph, x) -> list:
+    """IO binding of torch tensors: onnxruntime reads and writes torch's memory directly."""
+    import torch
+
+    dtype = torch.float16 if graph.dtype == np.float16 else torch.float32
+    x = x.detach().to(dtype).contiguous()
+    on_cuda = x.device.type == "cuda"
+    if on_cuda and graph.provider != CUDA:
+        raise ValueError(f"{graph.name}: a CUDA tensor, but the graph runs on {graph.provider}")
+    if not on_cuda and graph.provider == CUDA:
+        raise ValueError(f"{graph.name}: a CPU tensor, but the graph runs on CUDA: move it with .cuda()")
+    expected = graph.input.shape[1:]
+    if x.dim() != len(expected) + 1 or list(x.shape[1:]) != list(expected) or x.shape[0] == 0:
+        raise ValueError(f"{graph.name}: input must have shape (batch, {', '.join(map(str, expected))}), "
+                         f"got {tuple(x.shape)}")
+    device_type, device_id = ("cuda", x.device.index or 0) if on_cuda else ("cpu", 0)
+    if on_cuda:
+        torch.cuda.current_stream(x.device).synchronize()  # x is written on torch's stream
+    binding = graph.session.io_binding()
+    binding.bind_input(graph.input.name, device_type, device_id, graph.dtype, tuple(x.shape), x.data_ptr())
+    outputs = []
+    for meta in graph.session.get_outputs():
+        shape = [x.shape[0] if isinstance(d, str) or d is None else d for d in meta.shape]
+        out = torch.empty(shape, dtype=dtype, device=x.device)
+        binding.bind_output(meta.name, device_type, device_id, graph.dtype, tuple(shape), out.data_ptr())
+        outputs.append(out)
+    graph.session.run_with_iobinding(binding)
+    binding.synchronize_outputs()
+    return outputs
+
+
+# ------------------------------------------------------------------------------------------------
+# Pictures
+
+
+def grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] as one uint8 picture (H', W') or (H', W', 3), 2-pixel gaps."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {images.shape}")
+    n, c, h, w = images.shape
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    picture = np.zeros((rows * (h + 2) + 2, columns * (w + 2) + 2, c), dtype=np.uint8)
+    pixels = np.round(np.clip(images, 0, 1).transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        picture[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + col * (w + 2):2 + col * (w + 2) + w] = pixels[i]
+    return picture[..., 0] if c == 1 else picture
+
+
+def png_bytes(images: np.ndarray, columns: int = 8) -> bytes:
+    """A PNG grid of images (N, C, H, W) in [0, 1] (needs Pillow)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(grid(images, columns)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_grid(images: np.ndarray, path: str | Path, columns: int = 8) -> Path:
+    """Writes a PNG grid atomically (a temporary file renamed over ``path``)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    data = png_bytes(images, columns)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _is_pil(obj) -> bool:
+    return type(obj).__module__.startswith("PIL.")
+
+
+def from_pil(image, c: int, h: int, w: int) -> np.ndarray:
+    """A PIL image as a (C, H, W) float array in [0, 1], converted to C channels and resized."""
+    from PIL import Image
+
+    image = image.convert("L" if c == 1 else "RGB")
+    if image.size != (w, h):
+        image = image.resize((w, h), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    return pixels[None] if c == 1 else pixels.transpose(2, 0, 1)
+
+
+def read_images(paths: Iterable[str | Path], model: GenfastModel) -> np.ndarray:
+    """Image files (PNG, JPEG, ...) as a batch in [0, 1] at the model's size and channels."""
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = model.image_shape
+    batch = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                batch.append(from_pil(image, c, h, w))
+        except (OSError, UnidentifiedImageError) as error:
+            raise ValueError(f"{path}: not a readable image ({error})") from None
+    if not batch:
+        raise ValueError("no images given")
+    return np.stack(batch)
