@@ -40,16 +40,18 @@ class Graph:
         if self.dtype is None:
             raise ValueError(f"{path}: input type {self.input.type} is not float or float16")
         self.provider = session.get_providers()[0]
+        self.sample_shape = tuple(self.input.shape[1:])
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        expected = self.input.shape[1:]
-        if x.ndim != len(expected) + 1 or list(x.shape[1:]) != list(expected):
+        if x.shape[1:] != self.sample_shape or x.ndim != len(self.sample_shape) + 1:
             raise ValueError(f"{self.name}: input {self.input.name!r} must have shape (batch, "
-                             f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")
+                             f"{', '.join(map(str, self.sample_shape))}), got {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise ValueError(f"{self.name}: input {self.input.name!r} is an empty batch")
         outputs = self.session.run(self.outputs, {self.input.name: np.ascontiguousarray(x, dtype=self.dtype)})
-        return [o.astype(np.float32, copy=False) for o in outputs]
+        if self.dtype is np.float32:
+            return outputs
+        return [o.astype(np.float32) for o in outputs]
 
 
 class GenfastModel:
@@ -163,8 +165,13 @@ class GenfastModel:
         return (low + (high - low) * x).astype(np.float32)
 
     def _to_unit(self, y: np.ndarray) -> np.ndarray:
+        """In place (y is onnxruntime's fresh output). Image outputs end in a Sigmoid or a Tanh, so
+        they are already inside the output range: nothing to clip."""
         low, high = self.output_range
-        return np.clip((y - low) / (high - low), 0.0, 1.0)
+        if (low, high) != (0.0, 1.0):
+            y -= low
+            y *= 1.0 / (high - low)
+        return y
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,9 +260,8 @@ def _run_torch(graph: Graph, x) -> list:
         raise ValueError(f"{graph.name}: a CUDA tensor, but the graph runs on {graph.provider}")
     if not on_cuda and graph.provider == CUDA:
         raise ValueError(f"{graph.name}: a CPU tensor, but the graph runs on CUDA: move it with .cuda()")
-    expected = graph.input.shape[1:]
-    if x.dim() != len(expected) + 1 or list(x.shape[1:]) != list(expected) or x.shape[0] == 0:
-        raise ValueError(f"{graph.name}: input must have shape (batch, {', '.join(map(str, expected))}), "
+    if tuple(x.shape[1:]) != graph.sample_shape or x.dim() != len(graph.sample_shape) + 1 or x.shape[0] == 0:
+        raise ValueError(f"{graph.name}: input must have shape (batch, {', '.join(map(str, graph.sample_shape))}), "
                          f"got {tuple(x.shape)}")
     device_type, device_id = ("cuda", x.device.index or 0) if on_cuda else ("cpu", 0)
     if on_cuda:
