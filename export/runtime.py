@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from ..images import grid  # noqa: F401  (re-exported: runtime.grid)
+
 DEVICES = ("auto", "cuda", "cpu")
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -296,22 +298,6 @@ def _run_torch(graph: Graph, x) -> list:
 
 # ------------------------------------------------------------------------------------------------
 # Pictures
-
-
-def grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
-    """Images (N, C, H, W) in [0, 1] as one uint8 picture (H', W') or (H', W', 3), 2-pixel gaps."""
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {images.shape}")
-    n, c, h, w = images.shape
-    columns = max(1, min(columns, n))
-    rows = -(-n // columns)
-    picture = np.zeros((rows * (h + 2) + 2, columns * (w + 2) + 2, c), dtype=np.uint8)
-    pixels = np.round(np.clip(images, 0, 1).transpose(0, 2, 3, 1) * 255).astype(np.uint8)
-    for i in range(n):
-        r, col = divmod(i, columns)
-        picture[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + col * (w + 2):2 + col * (w + 2) + w] = pixels[i]
-    return picture[..., 0] if c == 1 else picture
 
 
 def png_bytes(images: np.ndarray, columns: int = 8) -> bytes:

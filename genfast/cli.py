@@ -13,7 +13,7 @@ import sys
 import time
 
 TRAIN_SETTINGS = {"data", "epochs", "batch_size", "lr", "seed", "device", "backend", "compile", "amp",
-                  "max_steps", "model", "run_dir", "resume", "progress"}
+                  "max_steps", "snapshot_every", "model", "run_dir", "resume", "progress"}
 
 
 def _median_us(fn, repeats: int = 30) -> float:
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     train_parser.add_argument("--amp", choices=["bf16"], help="bfloat16 autocast (CUDA)")
     train_parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     train_parser.add_argument("--max-steps", type=int, help="at most this many steps per epoch")
+    train_parser.add_argument("--snapshot-every", type=int,
+                              help="weights at epoch 0, every N epochs and the last (default 5; DCGAN 0: none)")
     train_parser.add_argument("--no-progress", action="store_true")
     train_parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                               help="model option, e.g. d=500, beta=2, p=0.5, margin=10, image_size=32")
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         from .training import train
 
         settings = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "lr", "seed", "device",
-                                                  "backend", "compile", "amp", "max_steps")
+                                                  "backend", "compile", "amp", "max_steps", "snapshot_every")
                     if getattr(args, k) is not None}
         for item in args.option:
             name, sep, value = item.partition("=")
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add_serving_commands(sub) -> None:
+    """export, sample, reconstruct, serve and report: they import what they need when run."""
     export = sub.add_parser("export", help="export a trained run to verified ONNX graphs")
     export.add_argument("source", help="a run directory, or its model.safetensors / checkpoint.safetensors")
     export.add_argument("-o", "--out", required=True, help="output folder for MODEL_GRAPH.onnx files")
@@ -151,6 +154,10 @@ def _add_serving_commands(sub) -> None:
             command.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
         command.add_argument("-o", "--out", required=True, help="the PNG grid to write")
         command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    report = sub.add_parser("report", help="the practicum's analyses of trained runs: figures, HTML, summary.json")
+    report.add_argument("runs", nargs="+", help="run directories (genfast train's --run-dir)")
+    report.add_argument("-o", "--out", required=True, help="output folder")
+    report.add_argument("--no-progress", action="store_true")
     serve = sub.add_parser("serve", help="HTTP endpoint for an exported model (loopback by default)")
     serve.add_argument("model", help="an exported .onnx file or a folder of one model's graphs")
     serve.add_argument("--host", default="127.0.0.1")
@@ -193,6 +200,14 @@ def _reconstruct(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .analysis import report
+
+    summary = report(args.runs, args.out, progress=not args.no_progress)
+    print(f"{args.out}/index.html, summary.md, summary.json: {', '.join(summary['runs'])}")
+    return 0
+
+
 def _serve(args) -> int:
     from .export import runtime, serve
 
@@ -201,7 +216,8 @@ def _serve(args) -> int:
     return 0
 
 
-SERVING_COMMANDS = {"export": _export, "sample": _sample, "reconstruct": _reconstruct, "serve": _serve}
+SERVING_COMMANDS = {"export": _export, "sample": _sample, "reconstruct": _reconstruct, "serve": _serve,
+                    "report": _report}
 
 
 if __name__ == "__main__":

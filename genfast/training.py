@@ -23,7 +23,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -64,6 +63,10 @@ class Config:
     amp: Optional[str] = None
     max_steps: Optional[int] = None  # stop each epoch after this many steps (quick runs, tests)
     options: dict[str, Any] = field(default_factory=dict)  # model options: d, beta, p, nz, margin, ...
+    # Weights-only snapshots (snapshots/epoch_NNN.safetensors) at epoch 0, every this many epochs
+    # and at the last, for analyses across training (t-SNE at epochs 0, 5, 10); 0: none. Default 5,
+    # and 0 for DCGAN (25 MB a snapshot).
+    snapshot_every: Optional[int] = None
 
     def resolved(self) -> "Config":
         if self.model not in MODELS:
@@ -81,9 +84,12 @@ class Config:
         if self.amp and not device.startswith("cuda"):
             raise ValueError("--amp bf16 needs a CUDA device")
         pick = lambda value, default: default if value is None else value  # noqa: E731
+        snapshot_every = pick(self.snapshot_every, 0 if self.model == "dcgan" else 5)
+        if not isinstance(snapshot_every, int) or snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be a non-negative integer, got {snapshot_every!r}")
         return Config(self.model, self.data, pick(self.epochs, epochs), pick(self.batch_size, batch_size),
                       pick(self.lr, lr), self.seed, device, self.backend, self.compile, self.amp,
-                      self.max_steps, dict(self.options))
+                      self.max_steps, dict(self.options), snapshot_every)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -435,15 +441,9 @@ def save_grid(path: Path, images: Tensor, columns: int = 8) -> None:
     """Images (N, C, H, W) in [0, 1] as one PNG grid with 2-pixel gaps."""
     from PIL import Image
 
-    images = images.detach().float().clamp(0, 1).cpu()
-    n, c, h, w = images.shape
-    rows = -(-n // columns)
-    grid = np.zeros((rows * (h + 2) + 2, columns * (w + 2) + 2, c), dtype=np.uint8)
-    pixels = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    for i in range(n):
-        r, col = divmod(i, columns)
-        grid[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + col * (w + 2):2 + col * (w + 2) + w] = pixels[i]
-    image = Image.fromarray(grid[..., 0] if c == 1 else grid)
+    from .images import grid
+
+    image = Image.fromarray(grid(images.detach().float().cpu().numpy(), columns))
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
@@ -465,7 +465,7 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-RUNTIME_SETTINGS = ("epochs", "device", "max_steps", "amp", "compile")  # may change on --resume
+RUNTIME_SETTINGS = ("epochs", "device", "max_steps", "amp", "compile", "snapshot_every")  # may change on --resume
 
 
 def train(model: Optional[str] = None, *, run_dir: Optional[str | Path] = None, resume: bool = False,
@@ -473,7 +473,7 @@ def train(model: Optional[str] = None, *, run_dir: Optional[str | Path] = None, 
     """Trains ``model`` (one of MODELS, default 'vae'); returns the per-epoch metrics and the task.
 
     With ``resume`` the run in ``run_dir`` continues with its saved configuration; only the
-    run-time settings (epochs, device, max_steps, amp, compile) may be given anew.
+    run-time settings (epochs, device, max_steps, amp, compile, snapshot_every) may be given anew.
 
     settings: the fields of :class:`Config` (epochs, batch_size, lr, seed, device, backend, data,
     compile, amp, max_steps) and model options (d, beta, p, nz, margin, ngf, ndf, image_size).
@@ -539,6 +539,9 @@ def train(model: Optional[str] = None, *, run_dir: Optional[str | Path] = None, 
         _write_text(run_dir / "config.json", json.dumps(
             {**asdict(cfg), "genfast": build_info(), "world_size": world_size,
              "train_images": len(train_set), "test_images": len(test_set)}, indent=2))
+        if cfg.snapshot_every:
+            (run_dir / "snapshots").mkdir(exist_ok=True)
+            save_weights(run_dir / "snapshots" / "epoch_000.safetensors", task)
     if cfg.compile:
         for module in task.modules().values():
             module.compile()
@@ -589,6 +592,9 @@ def train(model: Optional[str] = None, *, run_dir: Optional[str | Path] = None, 
             save_grid(run_dir / f"epoch_{epoch:03d}.png", task.picture(x_test))
             save_checkpoint(checkpoint, task, epoch, cfg)
             save_weights(run_dir / "model.safetensors", task)
+            if cfg.snapshot_every and (epoch % cfg.snapshot_every == 0 or epoch == cfg.epochs):
+                (run_dir / "snapshots").mkdir(exist_ok=True)
+                save_weights(run_dir / "snapshots" / f"epoch_{epoch:03d}.safetensors", task)
     return Result(history, task, rank, world_size)
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import genfast
 from conftest import requires_embedded_data
-from genfast import training
+from genfast import models, training
 
 pytestmark = requires_embedded_data
 
@@ -150,3 +150,20 @@ def test_cli_train_errors_are_clean(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@requires_embedded_data
+def test_snapshots_at_epoch_zero_every_n_and_the_last(tmp_path):
+    genfast.train("vae", run_dir=tmp_path, epochs=3, max_steps=2, snapshot_every=2, progress=False)
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
+        "epoch_000.safetensors", "epoch_002.safetensors", "epoch_003.safetensors"]
+    torch.manual_seed(1)  # the run's seed: the initial weights again
+    initial = models.VAE().state_dict()
+    saved = load_file(tmp_path / "snapshots" / "epoch_000.safetensors")
+    assert all(torch.equal(saved[f"model/{k}"], v) for k, v in initial.items())
+    final, _ = genfast.load_model(tmp_path / "snapshots" / "epoch_003.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(final.state_dict().values(),
+                                                 genfast.load_model(tmp_path)[0].state_dict().values()))
+    genfast.train("dcgan", run_dir=tmp_path / "gan", epochs=1, max_steps=1, image_size=16, ngf=4, ndf=4,
+                  progress=False)
+    assert not (tmp_path / "gan" / "snapshots").exists()  # DCGAN: none by default

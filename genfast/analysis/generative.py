@@ -1,0 +1,146 @@
+"""Analyses of the generative models: VAE samples, latent vs pixel interpolation with energies and
+t-SNE across training; GAN sample grids per epoch, loss and D(x)/D(G(z)) curves; sample quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import models, reference
+from ..training import load_model
+from .common import Analysis, batched, figure, image_grid_axes, to_unit
+
+
+def generate(model, n: int, seed: int = 0) -> Tensor:
+    """n samples in [0, 1] from z ~ N(0, I) (the VAE's decoder or a GAN's generator)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if isinstance(model, models.VAE):
+            return batched(model.decoder, torch.randn(n, model.d, generator=generator)).view(n, 1, 28, 28)
+        if isinstance(model, models.DCGAN):
+            was_training = model.generator.training
+            model.generator.eval()
+            out = batched(model.generator, model.noise(n, generator))
+            model.generator.train(was_training)
+            return to_unit(out, "tanh")
+        return to_unit(batched(model.generate, model.noise(n, generator)), "tanh").view(n, 1, 28, 28)
+
+
+def samples(model, n: int = 64, seed: int = 0) -> Analysis:
+    images = generate(model, n, seed)
+    fig, ax = figure(figsize=(6, 6 * -(-n // 8) / 8))
+    image_grid_axes(ax, images.numpy(), columns=8, title=f"{n} samples, z ~ N(0, I)")
+    return Analysis({"samples": fig}, {"n": n, "seed": seed})
+
+
+@torch.no_grad()
+def free_energy(model: models.VAE, unit_images: Tensor) -> Tensor:
+    """Per-image VAE free energy in eval mode: BCE(sum over pixels) + β·KL with z = mu."""
+    model.eval()
+    recon, mu, logvar = model(unit_images)
+    return reference.vae_loss(recon.flatten(1), unit_images.flatten(1), mu, logvar, model.beta,
+                              reduction="none")
+
+
+@torch.no_grad()
+def interpolation(model: models.VAE, images: Tensor, labels: Optional[Tensor] = None, steps: int = 16,
+                  pair: Optional[tuple[int, int]] = None) -> Analysis:
+    """Between two test images (of different classes when labels are known): decoding the linear
+    path between their mu vectors, and blending their pixels, each image with its free energy."""
+    model.eval()
+    if pair is None:
+        first = 0
+        second = next((i for i in range(1, len(images)) if labels is None or labels[i] != labels[first]), 1)
+        pair = (first, second)
+    a, b = images[pair[0]:pair[0] + 1], images[pair[1]:pair[1] + 1]
+    t = torch.linspace(0, 1, steps)[:, None]
+    mu_a, mu_b = model.encode(a)[0], model.encode(b)[0]
+    latent = model.decoder((1 - t) * mu_a + t * mu_b).view(steps, 1, 28, 28)
+    pixel = (1 - t[:, :, None, None]) * a + t[:, :, None, None] * b
+    energies = {"latent": free_energy(model, latent), "pixel": free_energy(model, pixel)}
+    fig, (ax_latent, ax_pixel, ax_energy) = figure(3, 1, figsize=(steps * 0.5, 4.5), height_ratios=(1, 1, 2))
+    image_grid_axes(ax_latent, latent.numpy(), columns=steps, title="latent space (decoded mu path)")
+    image_grid_axes(ax_pixel, pixel.numpy(), columns=steps, title="pixel space")
+    for name, values in energies.items():
+        ax_energy.plot(t[:, 0].numpy(), values.numpy(), marker="o", label=name)
+    ax_energy.set_xlabel("t")
+    ax_energy.set_ylabel("free energy")
+    ax_energy.legend()
+    return Analysis({"interpolation": fig},
+                    {"pair": list(pair), **{f"{k}_energy": v.tolist() for k, v in energies.items()},
+                     "pixel_over_latent_midpoint": float(energies["pixel"][steps // 2] / energies["latent"][steps // 2])})
+
+
+def tsne(snapshots: dict[int, Path], images: Tensor, labels: Tensor, points: int = 1000, seed: int = 0,
+         progress: bool = False) -> Analysis:
+    """t-SNE of the test set's mu (the first ``points``) under the weights of each saved epoch,
+    coloured by label; ``knn_accuracy`` (5 nearest neighbours in mu, 5-fold) says how well the
+    latent space separates the digits, in numbers."""
+    from sklearn.manifold import TSNE
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from tqdm import tqdm
+
+    x, y = images[:points], labels[:points].numpy()
+    epochs = sorted(snapshots)
+    fig, axes = figure(1, len(epochs), figsize=(3.2 * len(epochs), 3.2), squeeze=False)
+    numbers = {}
+    for ax, epoch in zip(axes[0], tqdm(epochs, desc="t-SNE", disable=not progress, leave=False)):
+        model, _ = load_model(snapshots[epoch])
+        with torch.no_grad():
+            mu = model.encode(x)[0].numpy()
+        embedded = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(mu)
+        knn = cross_val_score(KNeighborsClassifier(5), mu, y, cv=5).mean()
+        numbers[f"epoch={epoch}"] = {"knn_accuracy": float(knn)}
+        scatter = ax.scatter(embedded[:, 0], embedded[:, 1], c=y, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+        ax.set_title(f"epoch {epoch}: 5-NN accuracy {knn:.2f}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(scatter, ax=list(axes[0]), ticks=range(10), shrink=0.8)
+    return Analysis({"tsne": fig}, numbers)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def gan_training(run_dir: Path, grids: int = 4) -> Analysis:
+    """The GAN's fixed-noise sample grids at a few epochs (from the run's epoch_NNN.png) and its
+    per-step curves: DCGAN's Loss_D, Loss_G, D(x), D(G(z)) before/after; EBGAN's losses."""
+    from PIL import Image
+
+    steps = _read_jsonl(run_dir / "steps.jsonl")
+    files = sorted(run_dir.glob("epoch_*.png"))
+    chosen = [files[round(i)] for i in np.linspace(0, len(files) - 1, min(grids, len(files)))] if files else []
+    figures, numbers = {}, {"grid_epochs": [int(f.stem.split("_")[1]) for f in chosen]}
+    if chosen:
+        fig, axes = figure(1, len(chosen), figsize=(3.2 * len(chosen), 3.4), squeeze=False)
+        for ax, file in zip(axes[0], chosen):
+            ax.imshow(np.asarray(Image.open(file)), cmap="gray")
+            ax.set_title(f"epoch {int(file.stem.split('_')[1])}", fontsize=9)
+            ax.set_axis_off()
+        figures["gan_grids"] = fig
+    if steps:
+        keys = [k for k in steps[0] if k not in ("epoch", "step")]
+        losses = [k for k in keys if "loss" in k.lower()]
+        probabilities = [k for k in keys if k not in losses]
+        fig, axes = figure(1, 2 if probabilities else 1, figsize=(10 if probabilities else 5, 3), squeeze=False)
+        x = np.arange(1, len(steps) + 1)
+        for ax, group in zip(axes[0], (losses, probabilities)):
+            for key in group:
+                ax.plot(x, [s[key] for s in steps], label=key, linewidth=0.8)
+            ax.set_xlabel("iteration")
+            ax.legend(fontsize=8)
+        figures["gan_curves"] = fig
+        last_epoch = steps[-1]["epoch"]
+        for name, rows in (("first_epoch", [s for s in steps if s["epoch"] == steps[0]["epoch"]]),
+                           ("last_epoch", [s for s in steps if s["epoch"] == last_epoch])):
+            numbers[name] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    return Analysis(figures, numbers)
