@@ -212,7 +212,8 @@ class VAETask(Task):
         super().__init__(cfg, model, {"model": model})
 
     def train_step(self, x):
-        loss = self.model.loss(x, self.nets["model"](x))
+        # The decoder's logits and BCE on logits: no Sigmoid pass forward and back.
+        loss = self.model.loss(x, self.nets["model"](x, logits=True), from_logits=True)
         self._step("model", loss)
         return {"loss": loss.item() / x.shape[0]}  # per image, as the practicum prints
 

@@ -93,7 +93,7 @@ def test_denoising_uses_the_exact_dropped_pixels_and_the_dae_beats_its_input(run
     for i, mask in enumerate(masks):
         np.testing.assert_array_equal(mask, dropped[i % len(images)])
     numbers = result.numbers["p=0.5"]
-    assert set(numbers) == {"corrupted", "dae", "telea", "ns"}
+    assert set(numbers) == {"corrupted", "dae", "dae_known_pixels", "telea", "ns"}
     assert numbers["dae"]["psnr"] > numbers["corrupted"]["psnr"]
     for method in numbers.values():
         assert 0 < method["psnr"] <= 100 and -1 <= method["ssim"] <= 1
@@ -106,6 +106,8 @@ def test_garbage_test_numbers(runs):
     result = autoencoders.garbage_test(run.model, run.test_images, run.test_labels, pairs=200)
     assert set(result.numbers["auroc"]) == {"alpha=0.1", "alpha=0.2", "alpha=0.3", "alpha=0.4", "alpha=0.5"}
     assert all(0.0 <= v <= 1.0 for v in result.numbers["auroc"].values())
+    assert 0.0 <= result.numbers["auroc_overlay"] <= 1.0
+    assert result.numbers["baseline_auroc_grey_pixels"]["alpha=0.5"] > 0.9  # averaged strokes are grey
     energies = result.numbers["interpolation_energy"]
     assert len(energies) == 16 and min(energies) >= 0
     # The ends of the pixel-space path are the two test digits themselves.

@@ -115,3 +115,17 @@ def test_losses_under_bf16_autocast():
         d_loss = gan.bce(gan.discriminator(gan.generator(gan.noise(2))), 1.0)
     assert loss.dtype == d_loss.dtype == torch.float32
     assert torch.isfinite(loss) and torch.isfinite(d_loss)
+
+
+def test_vae_loss_on_logits_equals_the_loss_on_probabilities():
+    """Training uses the decoder's logits (no Sigmoid pass); it is the practicum's BCE on the
+    Sigmoid's probabilities, up to rounding, for the fused and the reference backends."""
+    torch.manual_seed(0)
+    x = _images(5, low=0.0)
+    for backend in ("fused", "reference"):
+        vae = models.VAE(backend=backend).eval()
+        on_probabilities = vae.loss(x, vae(x))
+        on_logits = vae.loss(x, vae(x, logits=True), from_logits=True)
+        torch.testing.assert_close(on_logits, on_probabilities, rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(vae.loss(x), on_logits)
+        assert torch.equal(torch.sigmoid(vae(x, logits=True)[0]), vae(x)[0])

@@ -42,9 +42,9 @@ def samples(model, n: int = 64, seed: int = 0) -> Analysis:
 def free_energy(model: models.VAE, unit_images: Tensor) -> Tensor:
     """Per-image VAE free energy in eval mode: BCE(sum over pixels) + β·KL with z = mu."""
     model.eval()
-    recon, mu, logvar = model(unit_images)
-    return reference.vae_loss(recon.flatten(1), unit_images.flatten(1), mu, logvar, model.beta,
-                              reduction="none")
+    logits, mu, logvar = model(unit_images, logits=True)
+    return reference.vae_loss(logits.flatten(1), unit_images.flatten(1), mu, logvar, model.beta,
+                              from_logits=True, reduction="none")
 
 
 @torch.no_grad()
