@@ -280,10 +280,14 @@ class DCGANTask(Task):
         loss_fake = m.bce(fake_logits, 0.0)
         loss_fake.backward()
         self.optimizers["discriminator"].step()
-        # (2) G: maximise log D(G(z)), against real labels.
-        after_logits = d(fake)
+        # (2) G: maximise log D(G(z)), against real labels. Only G's gradients are computed:
+        # pytorch/examples also computes D's weight gradients here and zeroes them unused (a sixth
+        # of D's backward work). D runs unwrapped: under DDP this pass must not all-reduce D.
+        after_logits = m.discriminator(fake)
         loss_g = m.bce(after_logits, 1.0)
-        self._step("generator", loss_g)
+        self.optimizers["generator"].zero_grad(set_to_none=True)
+        loss_g.backward(inputs=list(g.parameters()))
+        self.optimizers["generator"].step()
         return {"Loss_D": (loss_real + loss_fake).item(), "Loss_G": loss_g.item(),
                 "D(x)": torch.sigmoid(real_logits).mean().item(),
                 "D(G(z))_before": torch.sigmoid(fake_logits).mean().item(),
