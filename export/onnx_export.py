@@ -203,7 +203,7 @@ def to_onnx(model: nn.Module, graph: str, path: str | Path, *, opset: int = DEFA
         proto.metadata_props.add(key=key, value=value)
     try:
         onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as error:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise ExportError(f"{kind} {graph}: onnx.checker rejects the graph: {error}") from None
     _check_content(proto)
     error = _parity(proto.SerializeToString(), job, spec, info, dtype, seed)
@@ -223,7 +223,11 @@ def export_run(source: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_
     """Every graph (or ``graphs``) of the trained model in a run directory or checkpoint file,
     as OUT_DIR/<model>_<graph>.onnx (…fp16.onnx for float16)."""
     model, cfg = load_model(source)
-    names = graphs or tuple(g.name for g in GRAPHS[cfg.model])
+    available = tuple(g.name for g in GRAPHS[cfg.model])
+    unknown = set(graphs or ()) - set(available)
+    if unknown:  # before anything is written
+        raise ValueError(f"a {cfg.model} model has the graphs {available}, not {sorted(unknown)}")
+    names = graphs or available
     suffix = ".fp16.onnx" if dtype == "float16" else ".onnx"
     return [to_onnx(model, name, Path(out_dir) / f"{cfg.model}_{name}{suffix}", opset=opset, dtype=dtype,
                     kind=cfg.model) for name in names]

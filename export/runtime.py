@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from ..files import atomic_write
 from ..images import grid  # noqa: F401  (re-exported: runtime.grid)
 
 DEVICES = ("auto", "cuda", "cpu")
@@ -181,20 +182,22 @@ class GenfastModel:
 
 def load(path: str | Path, device: str = "auto", threads: int | None = None,
          dtype: str = "float32") -> GenfastModel:
-    """Loads one exported graph, or every graph of one model in a folder (those of ``dtype`` when
-    both float32 and float16 exports are there).
+    """Loads one exported graph, or every graph of one model in a folder: the ``dtype`` ones, by
+    genfast's file names (``*.fp16.onnx`` is float16) and then by their metadata.
 
     ``device``: "cuda" (or "cuda:N") requires the CUDA execution provider to really load and
     raises otherwise; "auto" uses it when it loads and falls back to the CPU; "cpu". The provider
     that runs is in ``model.provider``. ``threads``: onnxruntime's intra-op threads (CPU).
     """
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
-        files = sorted(path.glob("*.onnx"))
+        files = [f for f in sorted(path.glob("*.onnx")) if f.name.endswith(".fp16.onnx") == (dtype == "float16")]
         if not files:
-            raise FileNotFoundError(f"{path}: no .onnx files in this folder")
+            raise FileNotFoundError(f"{path}: no {dtype} .onnx files in this folder")
     else:
         files = [path]
     providers, options = _providers(device), ort.SessionOptions()
@@ -251,10 +254,14 @@ def _open(file: Path, providers: list, options: ort.SessionOptions, device: str)
         raise FileNotFoundError(f"{file}: no such file")
     try:
         session = ort.InferenceSession(str(file), options, providers=providers)
-    except Exception as error:  # onnxruntime raises its own Fail / InvalidProtobuf types
-        raise ValueError(f"{file}: not a readable ONNX model ({str(error).strip()[:200]})") from None
+    except Exception as error:  # onnxruntime's own exception types, one per status code
+        message = str(error).strip()[:300]
+        if "INVALID_PROTOBUF" in message or "Protobuf parsing failed" in message:
+            raise ValueError(f"{file}: not an ONNX model ({message})") from None
+        raise RuntimeError(f"{file}: onnxruntime could not load it ({message})") from None
     metadata = session.get_modelmeta().custom_metadata_map
-    missing = {"genfast_version", "graph", "model_kind", "image_shape", "latent_size"} - set(metadata)
+    missing = {"genfast_version", "graph", "model_kind", "image_shape", "latent_size", "input_range",
+               "output_range"} - set(metadata)
     if missing:
         raise ValueError(f"{file}: an ONNX model, but not a genfast export (no {sorted(missing)} metadata)")
     # The available list says what was compiled in; get_providers() what loaded (the CUDA provider
@@ -281,6 +288,10 @@ def _run_torch(graph: Graph, x) -> list:
         raise ValueError(f"{graph.name}: input must have shape (batch, {', '.join(map(str, graph.sample_shape))}), "
                          f"got {tuple(x.shape)}")
     device_type, device_id = ("cuda", x.device.index or 0) if on_cuda else ("cpu", 0)
+    if on_cuda:
+        session_device = int(graph.session.get_provider_options()[CUDA].get("device_id", 0))
+        if device_id != session_device:
+            raise ValueError(f"{graph.name}: the tensor is on cuda:{device_id}, the graph runs on cuda:{session_device}")
     if on_cuda:
         torch.cuda.current_stream(x.device).synchronize()  # x is written on torch's stream
     binding = graph.session.io_binding()
@@ -313,19 +324,9 @@ def png_bytes(images: np.ndarray, columns: int = 8) -> bytes:
 
 def save_grid(images: np.ndarray, path: str | Path, columns: int = 8) -> Path:
     """Writes a PNG grid atomically (a temporary file renamed over ``path``)."""
-    import os
-    import tempfile
-
     path = Path(path)
     data = png_bytes(images, columns)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
 
 

@@ -30,6 +30,8 @@ from . import runtime
 
 MAX_BATCH = 256
 MAX_BYTES = 8 << 20
+MAX_PIXELS = 4096 * 4096  # a posted image's width x height: a small PNG can decode to gigabytes
+TIMEOUT_S = 30  # a client that stalls mid-request frees its thread after this
 POST_JOBS = ("reconstruct", "denoise", "energy", "encode", "discriminate")
 
 
@@ -68,6 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
     max_batch: int
     max_bytes: int
     protocol_version = "HTTP/1.1"
+    timeout = TIMEOUT_S
     _log_lock = threading.Lock()
 
     def do_GET(self):
@@ -91,6 +94,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.log_error("%s failed: %r", url.path, error)
             status, content_type, body = (HTTPStatus.INTERNAL_SERVER_ERROR, "application/json",
                                           _json({"error": f"{type(error).__name__}: {error}"}))
+        if status >= 400 and self.command == "POST":
+            # The body may be unread: its bytes must not be taken for the next request.
+            self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -159,13 +165,18 @@ class _Handler(BaseHTTPRequestHandler):
                 images = np.load(io.BytesIO(body), allow_pickle=False)
             except (ValueError, OSError, EOFError) as error:
                 raise _BadRequest(HTTPStatus.BAD_REQUEST, f"the body is not a .npy array ({error})") from None
+            if not isinstance(images, np.ndarray):  # an .npz archive
+                raise _BadRequest(HTTPStatus.BAD_REQUEST, "the body is not a .npy array (an .npz archive?)")
         elif content_type.startswith("image/"):
             from PIL import Image, UnidentifiedImageError
 
             try:
-                with Image.open(io.BytesIO(body)) as image:
+                with Image.open(io.BytesIO(body)) as image:  # reads the header only
+                    if image.width * image.height > MAX_PIXELS:
+                        raise _BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                          f"a {image.width}x{image.height} image: more than {MAX_PIXELS} pixels")
                     images = runtime.from_pil(image, *self.model.image_shape)[None]
-            except (UnidentifiedImageError, OSError) as error:
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
                 raise _BadRequest(HTTPStatus.BAD_REQUEST, f"the body is not a readable image ({error})") from None
         else:
             raise _BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,

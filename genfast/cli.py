@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in SERVING_COMMANDS:
         try:
             return SERVING_COMMANDS[args.command](args)
-        except (ValueError, FileNotFoundError, LookupError, RuntimeError) as error:
+        except (ValueError, OSError, LookupError, RuntimeError) as error:
             parser.exit(2, f"genfast {args.command}: error: {error}\n")
     if args.command == "train":
         from .training import train
@@ -154,6 +154,8 @@ def _add_serving_commands(sub) -> None:
             command.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
         command.add_argument("-o", "--out", required=True, help="the PNG grid to write")
         command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        command.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                             help="which graphs of a folder (float16: those of export --fp16)")
     report = sub.add_parser("report", help="the practicum's analyses of trained runs: figures, HTML, summary.json")
     report.add_argument("runs", nargs="+", help="run directories (genfast train's --run-dir)")
     report.add_argument("-o", "--out", required=True, help="output folder")
@@ -164,6 +166,8 @@ def _add_serving_commands(sub) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     serve.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    serve.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                       help="which graphs of a folder (float16: those of export --fp16)")
     serve.add_argument("--max-batch", type=int, default=256)
     serve.add_argument("--max-bytes", type=int, default=8 << 20)
 
@@ -182,7 +186,7 @@ def _export(args) -> int:
 def _sample(args) -> int:
     from .export import runtime
 
-    model = runtime.load(args.model, device=args.device)
+    model = runtime.load(args.model, device=args.device, dtype=args.dtype)
     runtime.save_grid(model.generate(args.n, args.seed), args.out)
     print(f"{args.out}: {args.n} samples from {model}")
     return 0
@@ -193,7 +197,7 @@ def _reconstruct(args) -> int:
 
     from .export import runtime
 
-    model = runtime.load(args.model, device=args.device)
+    model = runtime.load(args.model, device=args.device, dtype=args.dtype)
     images = runtime.read_images(args.images, model)
     runtime.save_grid(np.concatenate([images, model.reconstruct(images)]), args.out, columns=len(images))
     print(f"{args.out}: {len(images)} images (top) and their reconstructions (bottom) by {model}")
@@ -211,7 +215,9 @@ def _report(args) -> int:
 def _serve(args) -> int:
     from .export import runtime, serve
 
-    model = runtime.load(args.model, device=args.device, threads=args.threads)
+    if args.max_batch < 1 or args.max_bytes < 1:
+        raise ValueError("--max-batch and --max-bytes must be positive")
+    model = runtime.load(args.model, device=args.device, threads=args.threads, dtype=args.dtype)
     serve.serve(model, args.host, args.port, max_batch=args.max_batch, max_bytes=args.max_bytes)
     return 0
 

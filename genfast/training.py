@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 
 from . import data as datasets
 from . import models
+from .files import atomic_write
 from .ops import build_info, dropout_corrupt
 
 MODELS = ("ae", "ae-over", "dae", "vae", "ebgan", "dcgan")
@@ -328,21 +328,6 @@ def _batched_mean(fn, x: Tensor, batch: int = 1000) -> float:
 
 # ------------------------------------------------------------------------------------------------
 # Files: atomic writes, safetensors checkpoints, PNG grids.
-
-
-def atomic_write(path: Path, write) -> None:
-    """write(tmp_path) then fsync and rename over path: readers see the old or the new file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -59,6 +59,21 @@ def test_psnr_ssim_auroc_frechet_basics():
     assert analysis.frechet_distance(features, features + 1.0) == pytest.approx(3.0, rel=1e-6)
 
 
+def test_report_helpers_edge_cases(tmp_path):
+    import importlib
+
+    report = importlib.import_module("genfast.analysis.report")  # the module (the package exports the function)
+    rows = dict(report._rows(report._finite({"values": [float("inf")] * 13 + [1.0], "x": float("nan")})))
+    assert rows == {"values": "14 values, 1 to 1", "x": "null"}
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="run directory"):
+        analysis.load_run(tmp_path / "model.safetensors")
+    one_class = torch.zeros(30, dtype=torch.long)  # e.g. a folder data set of one class: no endless search
+    result = autoencoders.garbage_test(models.Autoencoder(d=4).eval(), torch.rand(30, 1, 28, 28) * 2 - 1,
+                                       one_class, pairs=20)
+    assert len(result.numbers["interpolation_energy"]) == 16
+
+
 def test_kernel_roughness_separates_smooth_from_salt_and_pepper():
     smooth, noisy = models.Autoencoder(d=4), models.Autoencoder(d=4)
     grid = torch.stack(torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij"))

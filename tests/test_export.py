@@ -158,6 +158,9 @@ def test_export_run_directory_and_checkpoint_and_cli(tmp_path, capsys):
                                rtol=1e-5, atol=1e-5)
     done = onnx_export.export_run(run / "checkpoint.safetensors", tmp_path / "ckpt", graphs=("energy",))
     assert [d.graph for d in done] == ["energy"]
+    with pytest.raises(ValueError, match="bogus"):
+        onnx_export.export_run(run, tmp_path / "none", graphs=("energy", "bogus"))
+    assert not (tmp_path / "none").exists()
     assert cli.main(["export", str(run), "-o", str(tmp_path / "cli"), "--graph", "reconstruct"]) == 0
     assert "ae_reconstruct.onnx" in capsys.readouterr().out
     assert (tmp_path / "cli" / "ae_reconstruct.onnx").is_file()

@@ -158,10 +158,10 @@ def test_load_errors(onnx_exports, tmp_path):
 
     with pytest.raises(FileNotFoundError):
         runtime.load(tmp_path / "missing.onnx")
-    with pytest.raises(FileNotFoundError, match="no .onnx files"):
+    with pytest.raises(FileNotFoundError, match="no float32 .onnx files"):
         runtime.load(tmp_path)
     (tmp_path / "text.onnx").write_text("hello")
-    with pytest.raises(ValueError, match="not a readable ONNX model"):
+    with pytest.raises(ValueError, match="not an ONNX model"):
         runtime.load(tmp_path / "text.onnx")
     graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
                                    [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
@@ -214,6 +214,8 @@ def test_float16_folder_and_dtype_choice(onnx_exports, tmp_path):
     for dtype, name in (("float32", "vae_decode.onnx"), ("float16", "vae_decode.fp16.onnx")):
         onnx_export.to_onnx(model, "decode", tmp_path / name, dtype=dtype)
     assert runtime.load(tmp_path).graphs["decode"].dtype == np.float32
+    with pytest.raises(ValueError, match="dtype"):
+        runtime.load(tmp_path, dtype="bfloat16")
     half = runtime.load(tmp_path, dtype="float16")
     assert half.graphs["decode"].dtype == np.float16
     np.testing.assert_allclose(half.generate(3, seed=0), runtime.load(tmp_path).generate(3, seed=0), atol=1e-2)

@@ -52,6 +52,12 @@ def png(array) -> bytes:
     return buffer.getvalue()
 
 
+def npz(array) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, images=array)
+    return buffer.getvalue()
+
+
 NPY = {"Content-Type": "application/x-npy"}
 
 
@@ -118,6 +124,8 @@ def test_json_jobs(servers):
     ("GET", "/sample?n=17", None, {}, 400, "n must be"),
     ("GET", "/sample?n=abc", None, {}, 400, "integer"),
     ("POST", "/denoise?p=x", npy(images(1)), NPY, 400, "number"),
+    ("POST", "/reconstruct", npz(images(1)), NPY, 400, ".npz"),
+    ("POST", "/reconstruct", png(np.zeros((4100, 4100), np.uint8)), {"Content-Type": "image/png"}, 413, "pixels"),
 ])
 def test_bad_requests_get_clear_4xx(servers, method, path, body, headers, status, message):
     server, _ = servers["vae"]
@@ -125,6 +133,20 @@ def test_bad_requests_get_clear_4xx(servers, method, path, body, headers, status
     assert got == status and kind == "application/json"
     assert message in json.loads(answer)["error"]
     assert request(server, "GET", "/health")[0] == 200  # still serving
+
+
+def test_an_unread_body_is_not_taken_for_the_next_request(servers):
+    """A rejected POST closes the connection: its body (here a request) must not be served."""
+    import socket
+
+    server, _ = servers["vae"]
+    smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30) as s:
+        s.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 404") and answer.count(b"HTTP/1.1") == 1
 
 
 def test_concurrent_clients_get_their_own_answers(servers):

@@ -84,6 +84,18 @@ def test_failed_save_keeps_the_previous_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
+def test_written_files_get_the_umask_mode_not_0600(tmp_path):
+    """mkstemp makes 0600 files; a served .onnx or a report must be readable like any other file."""
+    import os
+
+    from genfast import files
+
+    mask = os.umask(0)
+    os.umask(mask)
+    training.atomic_write(tmp_path / "f", lambda tmp: Path(tmp).write_text("x"))
+    assert (tmp_path / "f").stat().st_mode & 0o777 == files.FILE_MODE == 0o666 & ~mask
+
+
 def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
     genfast.train("vae", run_dir=tmp_path, epochs=1, max_steps=2, progress=False)
     before = load_file(tmp_path / "checkpoint.safetensors")

@@ -76,7 +76,9 @@ def denoising_vs_inpainting(model: models.Autoencoder, images: Tensor, drop_rate
 
     OpenCV sees the corrupted image as the practicum makes it at p = 0.5, (img_bad / 4 + 0.5) * 255
     as uint8; for other p the kept pixels are divided by their 1/(1-p) scale first, so in both cases
-    OpenCV gets the clean value at every kept pixel and mid-grey at the dropped ones. Inpainting
+    OpenCV gets the clean value at every kept pixel and mid-grey at the dropped ones; the DAE gets
+    its kept pixels at the scale it was trained with (1/(1 - its p)), so only the drop rate varies
+    across ``drop_rates``. Inpainting
     keeps the known pixels; the DAE redraws all of them, so ``dae_known_pixels`` (the DAE's output
     at the dropped pixels only) is the like-for-like comparison. PSNR (capped at 100 dB) and SSIM
     are computed against the clean image in [0, 1], per image, over the split.
@@ -87,16 +89,20 @@ def denoising_vs_inpainting(model: models.Autoencoder, images: Tensor, drop_rate
     clean = to_unit(images, "tanh")[:, 0].numpy()
     numbers: dict[str, dict] = {}
     shown: Optional[list[np.ndarray]] = None
+    trained_scale = 1 / (1 - getattr(model, "p", 0.5))
     for p in drop_rates:
         corrupted, keep = dropout_corrupt(images, p, seed=seed)
-        restored = to_unit(_reconstruct_batched(model, corrupted), "tanh")[:, 0].numpy()
+        # Kept pixels at the scale the DAE was trained with (2 for p = 0.5): only the drop rate varies.
+        dae_input = corrupted * ((1 - p) * trained_scale)
+        restored = to_unit(_reconstruct_batched(model, dae_input), "tanh")[:, 0].numpy()
         # Kept pixels back to their clean value, dropped ones at 0 -> mid-grey in [0, 1].
         corrupted_unit = ((corrupted * (1 - p)).clamp(-1, 1)[:, 0].numpy() + 1) / 2
         dropped = ~keep[:, 0].numpy()
         methods = {"corrupted": corrupted_unit, "dae": restored,
                    "dae_known_pixels": np.where(dropped, restored, corrupted_unit),
-                   "telea": _inpaint(corrupted_unit, dropped, cv2.INPAINT_TELEA),
-                   "ns": _inpaint(corrupted_unit, dropped, cv2.INPAINT_NS)}
+                   # OpenCV works in uint8: its kept pixels are put back unrounded.
+                   "telea": np.where(dropped, _inpaint(corrupted_unit, dropped, cv2.INPAINT_TELEA), corrupted_unit),
+                   "ns": np.where(dropped, _inpaint(corrupted_unit, dropped, cv2.INPAINT_NS), corrupted_unit)}
         numbers[f"p={p:g}"] = {name: {"psnr": float(psnr(out, clean).mean()), "ssim": float(ssim(out, clean).mean())}
                                for name, out in methods.items()}
         if p == 0.5 or shown is None:
@@ -142,7 +148,7 @@ def garbage_test(model: models.Autoencoder, images: Tensor, labels: Optional[Ten
     generator = torch.Generator().manual_seed(seed)
     a = torch.randint(len(images), (pairs,), generator=generator)
     b = torch.randint(len(images), (pairs,), generator=generator)
-    if labels is not None:
+    if labels is not None and labels.unique().numel() > 1:
         same = labels[a] == labels[b]
         while same.any():
             b[same] = torch.randint(len(images), (int(same.sum()),), generator=generator)

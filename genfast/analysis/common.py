@@ -43,13 +43,17 @@ class Run:
                              channels=self.test_images.shape[1])
 
     def snapshots(self) -> dict[int, Path]:
-        """{epoch: weights file} of the snapshots the trainer saved, with the final model last."""
+        """{epoch: weights file} of the snapshots the trainer saved, and the final model."""
         found = {int(p.stem.split("_")[1]): p for p in sorted((self.path / "snapshots").glob("epoch_*.safetensors"))}
-        return found or {self.epochs_trained: self.path / "model.safetensors"}
+        if self.epochs_trained not in found:  # snapshots off, or a run stopped between them
+            found[self.epochs_trained] = self.path / "model.safetensors"
+        return found
 
 
 def load_run(path: str | Path) -> Run:
     path = Path(path)
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path}: analyses take a run directory (genfast train's --run-dir)")
     model, cfg = load_model(path)
     size = cfg.options.get("image_size", 64) if cfg.model == "dcgan" else 28
     channels = model.nc if cfg.model == "dcgan" else 1

@@ -78,7 +78,7 @@ def interpolation(model: models.VAE, images: Tensor, labels: Optional[Tensor] = 
 
 def tsne(snapshots: dict[int, Path], images: Tensor, labels: Tensor, points: int = 1000, seed: int = 0,
          progress: bool = False) -> Analysis:
-    """t-SNE of the test set's mu (the first ``points``) under the weights of each saved epoch,
+    """t-SNE of the test set's mu (``points`` of them, drawn at random) under the weights of each saved epoch,
     coloured by label; ``knn_accuracy`` (5 nearest neighbours in mu, 5-fold) says how well the
     latent space separates the digits, in numbers."""
     from sklearn.manifold import TSNE
@@ -86,7 +86,8 @@ def tsne(snapshots: dict[int, Path], images: Tensor, labels: Tensor, points: int
     from sklearn.neighbors import KNeighborsClassifier
     from tqdm import tqdm
 
-    x, y = images[:points], labels[:points].numpy()
+    subset = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:points]
+    x, y = images[subset], labels[subset].numpy()
     epochs = sorted(snapshots)
     fig, axes = figure(1, len(epochs), figsize=(3.2 * len(epochs), 3.2), squeeze=False)
     numbers = {}

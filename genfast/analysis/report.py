@@ -125,7 +125,9 @@ def _rows(numbers: dict, prefix: str = "") -> list[tuple[str, str]]:
         if isinstance(value, dict):
             rows += _rows(value, path + " / ")
         elif isinstance(value, list) and len(value) > 12:
-            rows.append((path, f"{len(value)} values, {min(value):.4g} to {max(value):.4g}"))
+            finite = [v for v in value if isinstance(v, (int, float))]
+            span = f", {min(finite):.4g} to {max(finite):.4g}" if finite else ""
+            rows.append((path, f"{len(value)} values{span}"))
         elif isinstance(value, float):
             rows.append((path, f"{value:.4g}"))
         else:
