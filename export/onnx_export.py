@@ -140,7 +140,7 @@ def _parity(data: bytes, job: _Job, graph: Graph, info: dict, dtype: str, seed: 
         expected = expected if isinstance(expected, tuple) else (expected,)
         feed = x.numpy().astype(np.float16 if dtype == "float16" else np.float32)
         got = session.run(list(graph.outputs), {graph.inputs[0]: feed})
-        for want, have in zip(expected, got):
+        for want, have in zip(expected, got, strict=True):
             want = want.double().numpy()
             if have.shape != want.shape:
                 raise ExportError(f"{graph.name}: onnxruntime gives shape {have.shape}, PyTorch {want.shape}")

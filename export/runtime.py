@@ -1,5 +1,7 @@
-"""Serving exported genfast graphs with onnxruntime, with numpy and onnxruntime only: this module
-imports neither torch nor genfast's kernels (torch is used only when you hand it torch tensors).
+"""Serving exported genfast graphs with onnxruntime. It needs only numpy and onnxruntime: on a
+serving machine without torch, importing it loads neither torch nor genfast's kernels (where torch
+is installed, ``import genfast`` registers the kernels as usual). Torch tensors handed to ``run``
+use torch, imported then.
 
     from genfast.export import runtime
     model = runtime.load("onnx/")                  # a folder of one model's graphs, or one .onnx file

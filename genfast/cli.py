@@ -1,7 +1,7 @@
 """The genfast command line: ``genfast train | export | sample | reconstruct | serve | info | demo``.
 
-Serving commands (sample, reconstruct, serve) need only numpy and onnxruntime: torch is imported
-by the commands that use it.
+Serving commands (sample, reconstruct, serve) need only numpy and onnxruntime (and Pillow): they
+work on a machine without torch.
 """
 
 from __future__ import annotations
