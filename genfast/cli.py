@@ -172,7 +172,16 @@ def _add_serving_commands(sub) -> None:
     serve.add_argument("--max-bytes", type=int, default=8 << 20)
 
 
+def _require(extra: str, *modules: str) -> None:
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"this needs {', '.join(missing)}: pip install 'genfast[{extra}]'")
+
+
 def _export(args) -> int:
+    _require("onnx", "torch", "onnx", "onnxscript", "onnxruntime")
     from .export import onnx_export
 
     for dtype in ("float32", "float16") if args.fp16 else ("float32",):
@@ -184,6 +193,7 @@ def _export(args) -> int:
 
 
 def _sample(args) -> int:
+    _require("onnx", "onnxruntime")
     from .export import runtime
 
     model = runtime.load(args.model, device=args.device, dtype=args.dtype)
@@ -195,6 +205,7 @@ def _sample(args) -> int:
 def _reconstruct(args) -> int:
     import numpy as np
 
+    _require("onnx", "onnxruntime")
     from .export import runtime
 
     model = runtime.load(args.model, device=args.device, dtype=args.dtype)
@@ -205,6 +216,7 @@ def _reconstruct(args) -> int:
 
 
 def _report(args) -> int:
+    _require("analysis", "torch", "matplotlib", "sklearn", "skimage", "cv2")
     from .analysis import report
 
     summary = report(args.runs, args.out, progress=not args.no_progress)
@@ -213,6 +225,7 @@ def _report(args) -> int:
 
 
 def _serve(args) -> int:
+    _require("onnx", "onnxruntime")
     from .export import runtime, serve
 
     if args.max_batch < 1 or args.max_bytes < 1:

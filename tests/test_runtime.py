@@ -286,3 +286,15 @@ def test_cuda_provider_and_io_binding(onnx_exports):
     np.testing.assert_allclose(served.run("generate", z.cpu().numpy())[0], image.cpu().numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="CPU tensor"):
         served.run("generate", z.cpu())
+
+
+def test_commands_name_the_missing_extra(monkeypatch, capsys):
+    import importlib.util
+
+    from genfast import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "x.onnx", "-o", "x.png"])
+    assert "pip install 'genfast[onnx]'" in capsys.readouterr().err
