@@ -1,17 +1,19 @@
 """Per-epoch training time: genfast's trainer vs the practicum notebooks' way, and the GEMM floor.
 
     python benchmarks/train.py                 # VAE, AE, DAE (epochs) and DCGAN (iterations), CPU
-    python benchmarks/train.py --models vae --epochs 5
+    python benchmarks/train.py --models vae --rounds 9
 
-For each model, in one run and on the same data (the embedded MNIST split) and hyperparameters:
-- genfast: ``genfast.train`` (data resident on the device, sliced batches, fused ops), eager and
-  with ``--compile`` (the compiling first epoch is left out of the median);
+For each model, in one run, on the same data (the embedded MNIST split) and hyperparameters, and
+interleaved: each round runs one epoch of every side in turn, so that the shared machine's slow
+and fast spells hit all sides alike (medians over the rounds; the first round is warm-up):
+- genfast: the trainer's step loop (``genfast.train`` without its file writes: data resident on
+  the device, sliced batches, fused ops), eager and with ``--compile``;
 - notebook: the same architecture trained the way the course notebooks do it (a DataLoader over a
   dataset, plain-PyTorch losses and reparameterisation written inline);
 - floor (AE/DAE/VAE): the model's matrix products alone, forward and backward, for one epoch's
   batches: what no framework overhead can go below.
-DCGAN is timed per iteration at batch 64, 64x64, against pytorch/examples' loop (Sigmoid + BCELoss).
-Writes benchmarks/results/train_<device>.csv and .md.
+DCGAN is timed per iteration at batch 64, 64x64, against pytorch/examples' loop (Sigmoid + BCELoss),
+the two alternating iteration by iteration. Writes benchmarks/results/train_<device>.csv and .md.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,21 +29,34 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import genfast
-from genfast import data, models
+from genfast import data, models, training
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = {"vae": (256, 1e-3), "ae": (256, 1e-3), "dae": (256, 1e-3)}  # the notebooks' batch and lr
 
 
-def genfast_epoch(model: str, epochs: int, batch: int, lr: float, device: str, compile: bool) -> float:
-    """Median epoch time after the first (which pays for warm-up, and compilation)."""
-    with tempfile.TemporaryDirectory() as run_dir:
-        result = genfast.train(model, run_dir=run_dir, epochs=epochs, batch_size=batch, lr=lr,
-                               device=device, compile=compile, progress=False)
-    return statistics.median(r["seconds"] for r in result.history[1:])
+def genfast_epoch(model: str, batch: int, lr: float, device: str, compile: bool):
+    """One epoch of the trainer's loop (train() minus evaluation and file writes) per call."""
+    cfg = training.Config(model=model, device=device, batch_size=batch, lr=lr, compile=compile).resolved()
+    torch.manual_seed(cfg.seed)
+    task = training.build_task(cfg)
+    task.to(cfg.device)
+    x = task.prepare(data.normalise(data.load().images, task.model.value_range)).to(cfg.device)
+    if compile:
+        for module in task.modules().values():
+            module.compile()
+    epoch = [0]
+
+    def run():
+        epoch[0] += 1
+        order = torch.Generator().manual_seed(epoch[0])
+        for index in data.batches(len(x), batch, order, cfg.device):
+            with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=False):
+                task.train_step(x[index])
+    return run
 
 
-def notebook_epochs(model: str, epochs: int, batch: int, lr: float, device: str) -> list[float]:
+def notebook_epoch(model: str, batch: int, lr: float, device: str):
     """The notebooks' loop: DataLoader(shuffle=True), .to(device) per batch, losses inline."""
     torch.manual_seed(1)
     value_range = "unit" if model == "vae" else "tanh"
@@ -54,9 +68,8 @@ def notebook_epochs(model: str, epochs: int, batch: int, lr: float, device: str)
         net = models.Autoencoder(d=30 if model == "ae" else 500, backend="reference").to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     do = torch.nn.Dropout()
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
+
+    def run():
         for (x,) in loader:
             x = x.to(device)
             if model == "vae":
@@ -76,12 +89,11 @@ def notebook_epochs(model: str, epochs: int, batch: int, lr: float, device: str)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        times.append(time.perf_counter() - start)
-    return times
+    return run
 
 
-def gemm_floor(model: str, batch: int, device: str, n_images: int = 4000) -> float:
-    """One epoch of the model's forward and backward matrix products alone."""
+def gemm_floor_epoch(model: str, batch: int, device: str, n_images: int = 4000):
+    """One epoch of the model's forward and backward matrix products alone, per call."""
     if model == "vae":
         layers = [(784, 400), (400, 40), (20, 400), (400, 784)]
     else:
@@ -90,23 +102,15 @@ def gemm_floor(model: str, batch: int, device: str, n_images: int = 4000) -> flo
     weights = [torch.randn(o, i, device=device) for i, o in layers]
     acts = [torch.randn(batch, i, device=device) for i, _ in layers]
     grads = [torch.randn(batch, o, device=device) for _, o in layers]
-
-    def one_batch():
-        for w, a, g in zip(weights, acts, grads):
-            torch.mm(a, w.t())           # forward
-            torch.mm(g.t(), a)           # weight gradient
-            torch.mm(g, w)               # input gradient
-    for _ in range(3):
-        one_batch()
     batches = -(-n_images // batch)
-    samples = []
-    for _ in range(5):
-        start = time.perf_counter()
+
+    def run():
         for _ in range(batches):
-            one_batch()
-        _sync(device)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+            for w, a, g in zip(weights, acts, grads):
+                torch.mm(a, w.t())           # forward
+                torch.mm(g.t(), a)           # weight gradient
+                torch.mm(g, w)               # input gradient
+    return run
 
 
 def _sync(device: str) -> None:
@@ -114,30 +118,43 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def interleaved(sides: dict, rounds: int, device: str) -> dict[str, float]:
+    """Median seconds per call of each side, the sides taking turns; round 1 is warm-up."""
+    samples: dict[str, list[float]] = {name: [] for name in sides}
+    for round_ in range(rounds + 1):
+        for name, run in sides.items():
+            _sync(device)
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            if round_:
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
 def dcgan_iterations(device: str, iterations: int) -> tuple[float, float]:
     """Median seconds per iteration (batch 64, 64x64): genfast's step vs pytorch/examples' step."""
     torch.manual_seed(1)
-    x = data.normalise(data.load(size=64).images[:64 * iterations], "tanh").to(device)
+    x = data.normalise(data.load(size=64).images[:64 * (iterations + 1)], "tanh").to(device)
     cfg = genfast.training.Config(model="dcgan", device=device).resolved()
     task = genfast.training.build_task(cfg)
     task.to(device)
     x_prepared = task.prepare(x)
-    fused = []
-    for i in range(iterations):
-        start = time.perf_counter()
-        task.train_step(x_prepared[64 * i:64 * (i + 1)])
-        _sync(device)
-        fused.append(time.perf_counter() - start)
+    batches = iter(range(iterations + 1))
 
     gan = models.DCGAN(backend="reference").to(device)
     net_d = torch.nn.Sequential(gan.discriminator, torch.nn.Sigmoid())
     criterion = torch.nn.BCELoss()
     opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(gan.generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    loader = DataLoader(TensorDataset(x.cpu()), batch_size=64, shuffle=True)
-    plain = []
-    for (real,) in loader:
-        start = time.perf_counter()
+    loader = iter(DataLoader(TensorDataset(x.cpu()), batch_size=64, shuffle=True))
+
+    def genfast_step():
+        i = next(batches)
+        task.train_step(x_prepared[64 * i:64 * (i + 1)])
+
+    def examples_step():
+        (real,) = next(loader)
         real = real.to(device)
         net_d.zero_grad()
         label = torch.full((real.size(0),), 1.0, device=device)
@@ -150,21 +167,21 @@ def dcgan_iterations(device: str, iterations: int) -> tuple[float, float]:
         label.fill_(1.0)
         criterion(net_d(fake), label).backward()
         opt_g.step()
-        _sync(device)
-        plain.append(time.perf_counter() - start)
-    return statistics.median(fused[1:]), statistics.median(plain[1:])
+
+    medians = interleaved({"genfast": genfast_step, "examples": examples_step}, iterations, device)
+    return medians["genfast"], medians["examples"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["vae", "ae", "dae", "dcgan"])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--dcgan-iterations", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=7, help="timed epochs per side (after one warm-up)")
+    parser.add_argument("--dcgan-iterations", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.epochs < 2:
-        parser.error("--epochs must be at least 2 (the first epoch is warm-up)")
+    if args.rounds < 1 or args.dcgan_iterations < 1:
+        parser.error("--rounds and --dcgan-iterations must be at least 1")
     print(f"genfast {genfast.__version__} on {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     rows = []
@@ -175,12 +192,13 @@ def main() -> None:
                          "genfast_compile_s": float("nan"), "notebook_s": plain, "floor_s": float("nan")})
             continue
         batch, lr = SETTINGS[model]
-        rows.append({
-            "model": f"{model} (per epoch, batch {batch})",
-            "genfast_s": genfast_epoch(model, args.epochs, batch, lr, args.device, compile=False),
-            "genfast_compile_s": genfast_epoch(model, args.epochs, batch, lr, args.device, compile=True),
-            "notebook_s": statistics.median(notebook_epochs(model, args.epochs, batch, lr, args.device)[1:]),
-            "floor_s": gemm_floor(model, batch, args.device)})
+        medians = interleaved({
+            "genfast_s": genfast_epoch(model, batch, lr, args.device, compile=False),
+            "genfast_compile_s": genfast_epoch(model, batch, lr, args.device, compile=True),
+            "notebook_s": notebook_epoch(model, batch, lr, args.device),
+            "floor_s": gemm_floor_epoch(model, batch, args.device)}, args.rounds, args.device)
+        rows.append({"model": f"{model} (per epoch, batch {batch})", **medians})
+        print(rows[-1], flush=True)
     header = ("| model | genfast s | genfast --compile s | notebook-style s | GEMM floor s | "
               "best genfast / floor | notebook / best genfast |\n|---|---|---|---|---|---|---|")
     best = lambda r: min(r["genfast_s"], r["genfast_compile_s"]) if r["genfast_compile_s"] == r["genfast_compile_s"] else r["genfast_s"]  # noqa: E731
