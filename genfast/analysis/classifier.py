@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training import atomic_write
-from .common import Run
+from .common import Run, to_unit
 
 CLASSIFIER_FILE = "classifier.safetensors"
 SIZE = 28  # inputs are brought to 28x28 (DCGAN's 64x64 by area averaging)
@@ -84,17 +84,11 @@ def classifier_for(run: Run, progress: bool = False) -> tuple[DigitClassifier, f
     if train.labels is None or run.test_labels is None:
         raise ValueError(f"{run.cfg.data} has no labels: the classifier-based scores need a labelled data set")
     model = train_classifier(datasets.normalise(train.images, "unit"), train.labels, progress=progress)
-    test_accuracy = accuracy(model, _unit(run), run.test_labels)
+    test_accuracy = accuracy(model, to_unit(run.test_images, run.model.value_range), run.test_labels)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     meta = {"data": run.cfg.data, "channels": str(channels), "test_accuracy": repr(test_accuracy)}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     return model, test_accuracy
-
-
-def _unit(run: Run) -> Tensor:
-    from .common import to_unit
-
-    return to_unit(run.test_images, run.model.value_range)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
