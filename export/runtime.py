@@ -47,12 +47,16 @@ class Graph:
         self.provider = session.get_providers()[0]
         self.sample_shape = tuple(self.input.shape[1:])
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        if x.shape[1:] != self.sample_shape or x.ndim != len(self.sample_shape) + 1:
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """A batch of this graph's input: (batch >= 1, *sample_shape), numpy or torch."""
+        if tuple(shape[1:]) != self.sample_shape or len(shape) != len(self.sample_shape) + 1:
             raise ValueError(f"{self.name}: input {self.input.name!r} must have shape (batch, "
-                             f"{', '.join(map(str, self.sample_shape))}), got {tuple(x.shape)}")
-        if x.shape[0] == 0:
+                             f"{', '.join(map(str, self.sample_shape))}), got {tuple(shape)}")
+        if shape[0] == 0:
             raise ValueError(f"{self.name}: input {self.input.name!r} is an empty batch")
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        self.check_shape(x.shape)
         outputs = self.session.run(self.outputs, {self.input.name: np.ascontiguousarray(x, dtype=self.dtype)})
         if self.dtype is np.float32:
             return outputs
@@ -286,9 +290,7 @@ def _run_torch(graph: Graph, x) -> list:
         raise ValueError(f"{graph.name}: a CUDA tensor, but the graph runs on {graph.provider}")
     if not on_cuda and graph.provider == CUDA:
         raise ValueError(f"{graph.name}: a CPU tensor, but the graph runs on CUDA: move it with .cuda()")
-    if tuple(x.shape[1:]) != graph.sample_shape or x.dim() != len(graph.sample_shape) + 1 or x.shape[0] == 0:
-        raise ValueError(f"{graph.name}: input must have shape (batch, {', '.join(map(str, graph.sample_shape))}), "
-                         f"got {tuple(x.shape)}")
+    graph.check_shape(tuple(x.shape))
     device_type, device_id = ("cuda", x.device.index or 0) if on_cuda else ("cpu", 0)
     if on_cuda:
         session_device = int(graph.session.get_provider_options()[CUDA].get("device_id", 0))
