@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..files import atomic_write
-from ..images import grid  # noqa: F401  (re-exported: runtime.grid)
+from ..images import grid, png_bytes, save_grid  # noqa: F401  (re-exported: runtime.grid, ...)
 
 DEVICES = ("auto", "cuda", "cpu")
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -309,29 +308,6 @@ def _run_torch(graph: Graph, x) -> list:
     graph.session.run_with_iobinding(binding)
     binding.synchronize_outputs()
     return outputs
-
-
-# ------------------------------------------------------------------------------------------------
-# Pictures
-
-
-def png_bytes(images: np.ndarray, columns: int = 8) -> bytes:
-    """A PNG grid of images (N, C, H, W) in [0, 1] (needs Pillow)."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(grid(images, columns)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def save_grid(images: np.ndarray, path: str | Path, columns: int = 8) -> Path:
-    """Writes a PNG grid atomically (a temporary file renamed over ``path``)."""
-    path = Path(path)
-    data = png_bytes(images, columns)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-    return path
 
 
 def _is_pil(obj) -> bool:

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .images import from_unit
+
 EMBEDDED = "mnist-5k"
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -182,14 +184,9 @@ def _resize(images: Tensor, size: int) -> Tensor:
 
 
 def normalise(images: Tensor, value_range: str) -> Tensor:
-    """uint8 images to float32: 'unit' gives [0, 1] (ToTensor), 'tanh' gives [-1, 1]
-    (ToTensor then Normalize((0.5,), (0.5,)), as the practicum's AE and DCGAN)."""
-    x = images.float().div_(255)
-    if value_range == "unit":
-        return x
-    if value_range == "tanh":
-        return x.mul_(2).sub_(1)
-    raise ValueError(f"value_range must be 'unit' or 'tanh', got {value_range!r}")
+    """uint8 images to float32 in the model's value range: 'unit' gives [0, 1] (ToTensor), 'tanh'
+    gives [-1, 1] (ToTensor then Normalize((0.5,), (0.5,)), as the practicum's AE and DCGAN)."""
+    return from_unit(images.float().div_(255), value_range)
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator, device, rank: int = 0,

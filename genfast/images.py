@@ -1,8 +1,40 @@
-"""Image grids, with numpy only (used by the trainer, the analyses and the torch-free runtime)."""
+"""Images, with numpy only (used by the trainer, the analyses and the torch-free runtime): value
+ranges, grids and PNGs. The range conversions work on numpy arrays and torch tensors alike.
+
+Every function that takes images and a destination takes the images first.
+"""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
+
+from .files import atomic_write
+
+# A model's value range: where its images live. 'unit' is ToTensor's [0, 1] (the VAE, whose decoder
+# ends in a Sigmoid); 'tanh' is [-1, 1] after Normalize((0.5,), (0.5,)) (AE, DAE, EBGAN, DCGAN).
+VALUE_RANGES = {"unit": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
+def value_range_bounds(value_range: str) -> tuple[float, float]:
+    if value_range not in VALUE_RANGES:
+        raise ValueError(f"value_range must be one of {tuple(VALUE_RANGES)}, got {value_range!r}")
+    return VALUE_RANGES[value_range]
+
+
+def from_unit(x, value_range: str):
+    """Images in [0, 1] to the model's range (a new array or tensor)."""
+    low, high = value_range_bounds(value_range)
+    return x if (low, high) == (0.0, 1.0) else x * (high - low) + low
+
+
+def to_unit(x, value_range: str):
+    """Images in the model's range to [0, 1], clipped (a new array or tensor)."""
+    low, high = value_range_bounds(value_range)
+    unit = x if (low, high) == (0.0, 1.0) else (x - low) * (1.0 / (high - low))
+    return unit.clip(0.0, 1.0)
 
 
 def grid(images, columns: int = 8, gap: int = 2) -> np.ndarray:
@@ -21,3 +53,20 @@ def grid(images, columns: int = 8, gap: int = 2) -> np.ndarray:
         top, left = gap + r * (h + gap), gap + col * (w + gap)
         picture[top:top + h, left:left + w] = pixels[i]
     return picture[..., 0] if c == 1 else picture
+
+
+def png_bytes(images, columns: int = 8) -> bytes:
+    """A PNG grid of images (N, C, H, W) in [0, 1] (needs Pillow)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(grid(images, columns)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_grid(images, path: str | Path, columns: int = 8) -> Path:
+    """Writes a PNG grid of images (N, C, H, W) in [0, 1] atomically; returns the path."""
+    path = Path(path)
+    data = png_bytes(images, columns)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return path

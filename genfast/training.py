@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from . import data as datasets
 from . import models
 from .files import atomic_write
+from .images import save_grid, to_unit
 from .ops import build_info, dropout_corrupt
 
 MODELS = ("ae", "ae-over", "dae", "vae", "ebgan", "dcgan")
@@ -158,10 +159,6 @@ def _showcase(x: Tensor, n: int = 8) -> Tensor:
     return x[torch.linspace(0, x.shape[0] - 1, n).long().to(x.device)]
 
 
-def _to_unit(x: Tensor, value_range: str) -> Tensor:
-    return (x + 1) / 2 if value_range == "tanh" else x
-
-
 class _EvalMode:
     """Puts a module in eval mode for a block, then back in training mode."""
 
@@ -204,7 +201,7 @@ class AutoencoderTask(Task):
                 shown = [clean, corrupted.clamp(-1, 1), self.model(corrupted)]
             else:
                 shown = [clean, self.model(clean)]
-            return _to_unit(torch.cat(shown), "tanh")
+            return to_unit(torch.cat(shown), "tanh")
 
 
 class VAETask(Task):
@@ -256,7 +253,7 @@ class EnergyGANTask(Task):
     @torch.no_grad()
     def picture(self, x):
         fake = self.model.generate(self.fixed_noise.to(x.device)).view(-1, *x.shape[1:])
-        return _to_unit(fake, "tanh")
+        return to_unit(fake, "tanh")
 
 
 class DCGANTask(Task):
@@ -296,7 +293,7 @@ class DCGANTask(Task):
     @torch.no_grad()
     def picture(self, x):
         with _EvalMode(self.model.generator):
-            return _to_unit(self.model.generator(self.fixed_noise.to(x.device)), "tanh")
+            return to_unit(self.model.generator(self.fixed_noise.to(x.device)), "tanh")
 
 
 def build_task(cfg: Config, channels: int = 1) -> Task:
@@ -425,16 +422,6 @@ def load_checkpoint(path: Path, task: Task, device) -> int:
             state.setdefault(int(index), {})[entry] = value
         opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return int(metadata["epoch"])
-
-
-def save_grid(path: Path, images: Tensor, columns: int = 8) -> None:
-    """Images (N, C, H, W) in [0, 1] as one PNG grid with 2-pixel gaps."""
-    from PIL import Image
-
-    from .images import grid
-
-    image = Image.fromarray(grid(images.detach().float().cpu().numpy(), columns))
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -579,7 +566,7 @@ def train(model: Optional[str] = None, *, run_dir: Optional[str | Path] = None, 
                 f.write(json.dumps(record) + "\n")
             with open(run_dir / "steps.jsonl", "a") as f:  # per step: the loss and D(x) curves
                 f.writelines(json.dumps(r) + "\n" for r in step_records)
-            save_grid(run_dir / f"epoch_{epoch:03d}.png", task.picture(x_test))
+            save_grid(task.picture(x_test).float().cpu().numpy(), run_dir / f"epoch_{epoch:03d}.png")
             save_checkpoint(checkpoint, task, epoch, cfg)
             save_weights(run_dir / "model.safetensors", task)
             if cfg.snapshot_every and (epoch % cfg.snapshot_every == 0 or epoch == cfg.epochs):

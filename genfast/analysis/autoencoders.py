@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from .. import models
 from ..ops import dropout_corrupt
-from .common import Analysis, batched, figure, image_grid_axes, psnr, spread, ssim, to_unit
+from ..images import to_unit
+from .common import Analysis, batched, figure, image_grid_axes, psnr, spread, ssim
 
 DROP_RATES = (0.25, 0.5, 0.75)
 ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training import atomic_write
-from .common import Run, to_unit
+from ..images import to_unit
+from .common import Run
 
 CLASSIFIER_FILE = "classifier.safetensors"
 SIZE = 28  # inputs are brought to 28x28 (DCGAN's 64x64 by area averaging)

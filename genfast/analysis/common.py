@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data as datasets
+from ..images import grid
 from ..training import Config, load_model
 
 PSNR_CAP_DB = 100.0  # an exact restoration has infinite PSNR; summaries hold this cap instead
@@ -66,11 +67,6 @@ def load_run(path: str | Path) -> Run:
     return Run(path, model, cfg, datasets.normalise(test.images, model.value_range), test.labels, epochs)
 
 
-def to_unit(x: Tensor, value_range: str) -> Tensor:
-    """Model-range images to [0, 1]."""
-    return x.clamp(0, 1) if value_range == "unit" else ((x + 1) / 2).clamp(0, 1)
-
-
 def psnr(restored: np.ndarray, clean: np.ndarray) -> np.ndarray:
     """Per-image PSNR in dB of images in [0, 1] (N, ...), capped at PSNR_CAP_DB."""
     mse = ((restored.astype(np.float64) - clean) ** 2).reshape(len(clean), -1).mean(axis=1)
@@ -90,8 +86,6 @@ def ssim(restored: np.ndarray, clean: np.ndarray) -> np.ndarray:
 
 def image_grid_axes(ax, images: Tensor | np.ndarray, columns: int, title: str = "") -> None:
     """Draws images (N, C, H, W) in [0, 1] as one grid on a matplotlib axis."""
-    from ..images import grid
-
     ax.imshow(grid(np.asarray(images), columns), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.set_axis_off()
     if title:

@@ -13,7 +13,8 @@ from torch import Tensor
 
 from .. import models, reference
 from ..training import load_model
-from .common import Analysis, batched, figure, image_grid_axes, to_unit
+from ..images import to_unit
+from .common import Analysis, batched, figure, image_grid_axes
 
 
 def generate(model, n: int, seed: int = 0) -> Tensor:

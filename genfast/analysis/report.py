@@ -17,7 +17,8 @@ from .. import models
 from ..training import _write_text, atomic_write
 from . import autoencoders, generative
 from .classifier import classifier_for, sample_quality
-from .common import Analysis, Run, load_run, to_unit
+from ..images import to_unit
+from .common import Analysis, Run, load_run
 
 QUALITY_SAMPLES = 1000
 
