@@ -6,8 +6,8 @@
 For each model, in one run, on the same data (the embedded MNIST split) and hyperparameters, and
 interleaved: each round runs one epoch of every side in turn, so that the shared machine's slow
 and fast spells hit all sides alike (medians over the rounds; the first round is warm-up):
-- genfast: the trainer's step loop (``genfast.train`` without its file writes: data resident on
-  the device, sliced batches, fused ops), eager and with ``--compile``;
+- genfast: the library's own epoch loop (``training.prepare`` and ``Session.run_epoch``: data
+  resident on the device, sliced batches, fused ops), eager and with ``--compile``;
 - notebook: the same architecture trained the way the course notebooks do it (a DataLoader over a
   dataset, plain-PyTorch losses and reparameterisation written inline);
 - floor (AE/DAE/VAE): the model's matrix products alone, forward and backward, for one epoch's
@@ -36,23 +36,14 @@ SETTINGS = {"vae": (256, 1e-3), "ae": (256, 1e-3), "dae": (256, 1e-3)}  # the no
 
 
 def genfast_epoch(model: str, batch: int, lr: float, device: str, compile: bool):
-    """One epoch of the trainer's loop (train() minus evaluation and file writes) per call."""
-    cfg = training.Config(model=model, device=device, batch_size=batch, lr=lr, compile=compile).resolved()
-    torch.manual_seed(cfg.seed)
-    task = training.build_task(cfg)
-    task.to(cfg.device)
-    x = task.prepare(data.normalise(data.load().images, task.model.value_range)).to(cfg.device)
-    if compile:
-        for module in task.modules().values():
-            module.compile()
+    """One epoch of the library's own loop (``training.prepare`` + ``Session.run_epoch``: data
+    resident on the device, sliced batches, fused ops; no evaluation, no files) per call."""
+    session = training.prepare(model, device=device, batch_size=batch, lr=lr, compile=compile, progress=False)
     epoch = [0]
 
     def run():
         epoch[0] += 1
-        order = torch.Generator().manual_seed(epoch[0])
-        for index in data.batches(len(x), batch, order, cfg.device):
-            with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=False):
-                task.train_step(x[index])
+        session.run_epoch(epoch[0])
     return run
 
 
@@ -136,10 +127,9 @@ def dcgan_iterations(device: str, iterations: int) -> tuple[float, float]:
     """Median seconds per iteration (batch 64, 64x64): genfast's step vs pytorch/examples' step."""
     torch.manual_seed(1)
     x = data.normalise(data.load(size=64).images[:64 * (iterations + 1)], "tanh").to(device)
-    cfg = genfast.training.Config(model="dcgan", device=device).resolved()
-    task = genfast.training.build_task(cfg)
-    task.to(device)
-    x_prepared = task.prepare(x)
+    session = training.prepare("dcgan", device=device, progress=False)
+    trainer = session.trainer
+    x_prepared = trainer.prepare(x)
     batches = iter(range(iterations + 1))
 
     gan = models.DCGAN(backend="reference").to(device)
@@ -151,7 +141,7 @@ def dcgan_iterations(device: str, iterations: int) -> tuple[float, float]:
 
     def genfast_step():
         i = next(batches)
-        task.train_step(x_prepared[64 * i:64 * (i + 1)])
+        trainer.train_step(x_prepared[64 * i:64 * (i + 1)])
 
     def examples_step():
         (real,) = next(loader)

@@ -1,7 +1,8 @@
 """ONNX export of trained genfast models, and their serving with onnxruntime.
 
 - :mod:`genfast.export.onnx_export` (needs torch, onnx, onnxscript, onnxruntime): ``to_onnx`` and
-  ``export_run`` write one verified graph per job of a model.
+  ``export_run`` write one verified graph per job of a model (the graphs its
+  ``genfast.models`` spec declares).
 - :mod:`genfast.export.runtime` (needs only numpy and onnxruntime): ``load`` a graph or a folder of
   graphs and ``generate``, ``reconstruct``, ``encode``, ``decode``, ``denoise``, ``energy``.
 - :mod:`genfast.export.serve`: the HTTP endpoint on top of the runtime.
@@ -13,9 +14,9 @@ The names below load on first use, so that importing the runtime pulls in neithe
 from importlib import import_module
 
 _NAMES = {"to_onnx": "onnx_export", "export_run": "onnx_export", "ExportError": "onnx_export",
-          "GRAPHS": "onnx_export", "load": "runtime", "GenfastModel": "runtime"}
+          "load": "runtime", "GenfastModel": "runtime"}
 
-__all__ = ["ExportError", "GRAPHS", "GenfastModel", "export_run", "load", "to_onnx"]
+__all__ = ["ExportError", "GenfastModel", "export_run", "load", "to_onnx"]
 
 
 def __getattr__(name: str):

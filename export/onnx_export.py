@@ -17,16 +17,21 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .. import models
-from ..training import atomic_write, load_model
+from ..files import atomic_write
+from ..images import value_range_bounds
+from ..models import GraphSpec
+from ..training import load_model
+from ..version import __version__
 
 DEFAULT_OPSET = 20
+# The torch.onnx dynamo exporter writes opset 18 and newer (it silently raises older requests).
+MIN_OPSET = 18
 # Largest allowed |onnxruntime - PyTorch| relative to max(1, |PyTorch|): outputs in [-1, 1] get the
 # bound as an absolute error, energies (sums over 784 pixels) a relative one.
 PARITY_BOUND = {"float32": 1e-5, "float16": 1e-2}
@@ -41,64 +46,18 @@ class ExportError(RuntimeError):
     """An export that failed its verification; no file was written."""
 
 
-@dataclass(frozen=True)
-class Graph:
-    """One job of a model: its inputs and outputs by name, and the function computing them."""
-    name: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    forward: Callable[[nn.Module, Tensor], Tensor | tuple[Tensor, ...]]
-
-
-_RECONSTRUCT = Graph("reconstruct", ("image",), ("reconstruction",),
-                     lambda m, y: m(y)[0] if isinstance(m, models.VAE) else m(y))
-GRAPHS: dict[str, tuple[Graph, ...]] = {
-    "ae": (_RECONSTRUCT, Graph("energy", ("image",), ("energy",), lambda m, y: m.energy(y))),
-    "vae": (
-        Graph("encode", ("image",), ("mu", "logvar"), lambda m, y: m.encode(y)),
-        Graph("decode", ("z",), ("image",), lambda m, z: m.decoder(z).view(-1, 1, 28, 28)),
-        _RECONSTRUCT,
-    ),
-    "ebgan": (
-        Graph("generate", ("z",), ("image",), lambda m, z: m.generator(z).view(-1, 1, 28, 28)),
-        Graph("energy", ("image",), ("energy",), lambda m, y: m.cost(y)),
-    ),
-    "dcgan": (
-        Graph("generate", ("z",), ("image",), lambda m, z: m.generator(z[:, :, None, None])),
-        Graph("discriminate", ("image",), ("probability",), lambda m, y: torch.sigmoid(m.discriminator(y))),
-    ),
-}
-GRAPHS["ae-over"] = GRAPHS["dae"] = GRAPHS["ae"]
-
-
-def model_kind(model: nn.Module) -> str:
-    """The genfast model name of a model instance (the key of GRAPHS)."""
-    for cls, kind in ((models.DenoisingAutoencoder, "dae"), (models.Autoencoder, "ae"), (models.VAE, "vae"),
-                      (models.EnergyGAN, "ebgan"), (models.DCGAN, "dcgan")):
-        if isinstance(model, cls):
-            return kind
-    raise TypeError(f"model must be a genfast model (genfast.models), got {type(model).__name__}")
-
-
 def describe(model: nn.Module, kind: str) -> dict[str, object]:
     """What a serving runtime needs to know about a model: latent size, image shape, value range."""
-    if isinstance(model, models.DCGAN):
-        latent, shape = model.nz, (model.nc, model.image_size, model.image_size)
-    elif isinstance(model, models.EnergyGAN):
-        latent, shape = model.nz, (1, 28, 28)
-    elif isinstance(model, models.VAE):
-        latent, shape = model.d, (1, 28, 28)
-    else:
-        latent, shape = model.encoder[0].out_features, (1, 28, 28)  # the code size d
-    value_range = [0.0, 1.0] if model.value_range == "unit" else [-1.0, 1.0]
-    return {"model_kind": kind, "latent_size": latent, "image_shape": list(shape), "channels": shape[0],
+    value_range = list(value_range_bounds(model.value_range))
+    shape = tuple(model.image_shape)
+    return {"model_kind": kind, "latent_size": model.latent_size, "image_shape": list(shape), "channels": shape[0],
             "input_range": value_range, "output_range": value_range}
 
 
 class _Job(nn.Module):
     """A graph as a module of one input, for torch.onnx.export."""
 
-    def __init__(self, model: nn.Module, graph: Graph):
+    def __init__(self, model: nn.Module, graph: GraphSpec):
         super().__init__()
         self.model, self.graph = model, graph
 
@@ -106,7 +65,7 @@ class _Job(nn.Module):
         return self.graph.forward(self.model, x)
 
 
-def _example(graph: Graph, info: dict, batch: int, generator: torch.Generator) -> Tensor:
+def _example(graph: GraphSpec, info: dict, batch: int, generator: torch.Generator) -> Tensor:
     """Fresh random inputs: standard normal noise, or uniform images in the model's input range."""
     if graph.inputs[0] == "z":
         return torch.randn(batch, info["latent_size"], generator=generator)
@@ -126,7 +85,7 @@ def _check_content(proto) -> None:
         raise ExportError(f"graph has local functions {[f.name for f in proto.functions]}")
 
 
-def _parity(data: bytes, job: _Job, graph: Graph, info: dict, dtype: str, seed: int) -> float:
+def _parity(data: bytes, job: _Job, graph: GraphSpec, info: dict, dtype: str, seed: int) -> float:
     """Largest |onnxruntime - PyTorch (float32)| / max(1, |PyTorch|) over batches 1 and 64."""
     import onnxruntime as ort
 
@@ -162,7 +121,7 @@ class Exported:
 
 def to_onnx(model: nn.Module, graph: str, path: str | Path, *, opset: int = DEFAULT_OPSET,
             dtype: str = "float32", kind: str | None = None, seed: int = 0) -> Exported:
-    """Exports one graph of a trained genfast model (see GRAPHS) to ``path`` and verifies it.
+    """Exports one graph of a trained genfast model (its ModelSpec's graphs) to ``path`` and verifies it.
 
     ``dtype="float16"`` writes a half-precision graph for GPU serving, checked against the float32
     model with the looser bound PARITY_BOUND["float16"]. Raises ExportError (and writes nothing)
@@ -172,14 +131,11 @@ def to_onnx(model: nn.Module, graph: str, path: str | Path, *, opset: int = DEFA
 
     if dtype not in PARITY_BOUND:
         raise ValueError(f"dtype must be one of {tuple(PARITY_BOUND)}, got {dtype!r}")
+    check_opset(opset)
     model = getattr(model, "_orig_mod", model)  # a torch.compile'd model: its module
-    kind = kind or model_kind(model)
-    if kind not in GRAPHS:
-        raise ValueError(f"kind must be one of {tuple(GRAPHS)}, got {kind!r}")
-    jobs = {g.name: g for g in GRAPHS[kind]}
-    if graph not in jobs:
-        raise ValueError(f"a {kind} model has the graphs {tuple(jobs)}, not {graph!r}")
-    spec, info = jobs[graph], describe(model, kind)
+    model_spec = models.get(kind) if kind else models.spec_of(model)
+    kind = model_spec.name
+    spec, info = model_spec.graph(graph), describe(model, kind)
     model = _cpu_copy(model)  # the caller's model stays where and as it is (device, mode)
     job = _Job(model, spec).eval()
     example = _example(spec, info, 2, torch.Generator().manual_seed(seed))
@@ -192,8 +148,11 @@ def to_onnx(model: nn.Module, graph: str, path: str | Path, *, opset: int = DEFA
             opset_version=opset, input_names=list(spec.inputs), output_names=list(spec.outputs),
             dynamic_shapes={"x": {0: batch}}, external_data=False, verbose=False, optimize=True)
     proto = program.model_proto
+    written = [o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS]
+    if written != [opset]:  # the metadata states what is in the file, or there is no file
+        raise ExportError(f"{kind} {graph}: asked for opset {opset}, the exporter wrote {written}")
     bound = PARITY_BOUND[dtype]
-    metadata = {"genfast_version": _version(), **{k: json.dumps(v) if not isinstance(v, str) else v
+    metadata = {"genfast_version": __version__, **{k: json.dumps(v) if not isinstance(v, str) else v
                                                  for k, v in info.items()},
                 "graph": graph, "inputs": json.dumps(list(spec.inputs)),
                 "outputs": json.dumps(list(spec.outputs)), "dtype": dtype, "opset": str(opset),
@@ -218,12 +177,22 @@ def to_onnx(model: nn.Module, graph: str, path: str | Path, *, opset: int = DEFA
     return Exported(path, kind, graph, dtype, opset, error, bound)
 
 
+def check_opset(opset) -> None:
+    """Opsets the exporter writes as asked: MIN_OPSET up to the newest the installed onnx knows."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"opset must be an integer in [{MIN_OPSET}, {newest}], got {opset!r}")
+
+
 def export_run(source: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_OPSET,
                dtype: str = "float32", graphs: tuple[str, ...] | None = None) -> list[Exported]:
     """Every graph (or ``graphs``) of the trained model in a run directory or checkpoint file,
     as OUT_DIR/<model>_<graph>.onnx (…fp16.onnx for float16)."""
+    check_opset(opset)
     model, cfg = load_model(source)
-    available = tuple(g.name for g in GRAPHS[cfg.model])
+    available = tuple(g.name for g in cfg.spec.graphs)
     unknown = set(graphs or ()) - set(available)
     if unknown:  # before anything is written
         raise ValueError(f"a {cfg.model} model has the graphs {available}, not {sorted(unknown)}")
@@ -235,15 +204,7 @@ def export_run(source: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
     """A float32 CPU copy in eval mode."""
-    shared = {id(m.ops): m.ops for m in model.modules() if hasattr(m, "ops")}  # op modules: not copied
-    copied = copy.deepcopy(model, memo=shared)
-    return copied.to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
-
-
-def _version() -> str:
-    from importlib.metadata import version
-
-    return version("genfast")
+    return copy.deepcopy(model).to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
 
 
 class _quiet_exporter:

@@ -15,6 +15,8 @@ In an environment without torch (a serving machine with only numpy and onnxrunti
 genfast loads nothing else, so that ``genfast.export.runtime`` works there.
 """
 
+from .version import __version__
+
 try:
     import torch  # noqa: F401
 except ModuleNotFoundError as missing:
@@ -33,9 +35,8 @@ else:
     )
     from .training import load_model, train  # (needs the ops registered first)
 
-    __version__ = build_info()["version"]
-
 __all__ = [
+    "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "build_info",

@@ -1,187 +1,100 @@
-"""The genfast command line: ``genfast train | export | sample | reconstruct | serve | info | demo``.
+"""The genfast command line, from one table of commands grouped by what they do:
 
-Serving commands (sample, reconstruct, serve) need only numpy and onnxruntime (and Pillow): they
-work on a machine without torch.
+- train:  ``genfast train MODEL`` (flags derived from the training configuration's fields)
+- export: ``genfast export RUN -o OUT``
+- serve:  ``genfast serve``, and ``genfast sample`` / ``genfast reconstruct`` on exported graphs
+- report: ``genfast report RUN... -o OUT``
+- info:   ``genfast info``
+
+Serving commands need only numpy and onnxruntime (and Pillow): they work on a machine without
+torch. Expected failures (bad settings, damaged files, missing devices, full disks) end in one line
+on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import statistics
 import sys
-import time
+import typing
+from dataclasses import dataclass
+from typing import Callable
 
-TRAIN_SETTINGS = {"data", "epochs", "batch_size", "lr", "seed", "device", "backend", "compile", "amp",
-                  "max_steps", "snapshot_every", "model", "run_dir", "resume", "progress"}
-
-
-def _median_us(fn, repeats: int = 30) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return 1e6 * statistics.median(samples)
+EXIT_ERROR = 2
 
 
-def demo(batch: int, device: str, seed: int) -> int:
-    """Each fused op on one VAE-sized batch next to the plain-PyTorch reference: values, the
-    largest gradient difference and the time of forward + backward."""
-    import torch
+@dataclass(frozen=True)
+class Command:
+    name: str
+    group: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    # (extra, modules): the optional dependencies the command needs, named when missing.
+    needs: tuple[str, tuple[str, ...]] | None = None
 
-    from . import ops, reference
 
-    torch.manual_seed(seed)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    images = torch.rand(batch, 784, device=dev)
-    recon = torch.rand(batch, 784, device=dev).requires_grad_()
-    logits = torch.randn(batch, 784, device=dev).requires_grad_()
-    mu = torch.randn(batch, 20, device=dev).requires_grad_()
-    logvar = (0.5 * torch.randn(batch, 20, device=dev)).requires_grad_()
-    eps = ops.reparameterise(torch.zeros_like(mu), torch.zeros_like(logvar), seed=seed)
-    _, keep = ops.dropout_corrupt(images, 0.5, seed=seed)
-    cases = {
-        "vae_loss": (lambda m: m.vae_loss(recon, images, mu, logvar), (recon, mu, logvar)),
-        "kl_divergence": (lambda m: m.kl_divergence(mu, logvar), (mu, logvar)),
-        "binary_cross_entropy": (lambda m: m.binary_cross_entropy(recon, images, "sum"), (recon,)),
-        "bce_with_logits": (lambda m: m.binary_cross_entropy_with_logits(logits, images, "sum"), (logits,)),
-        "reparameterise": (
-            lambda m: (m.reparameterise(mu, logvar, seed=seed) if m is ops
-                       else m.reparameterise(mu, logvar, eps=eps)).sum(), (mu, logvar)),
-        "dropout_corrupt": (
-            lambda m: (m.dropout_corrupt(logits, 0.5, seed=seed) if m is ops
-                       else m.dropout_corrupt(logits, 0.5, keep_mask=keep))[0].sum(), (logits,)),
-    }
-    print(f"genfast demo: batch {batch} x 784 pixels, 20-d latent, on {device}; "
-          f"{json.dumps(ops.build_info())}")
-    print(f"{'op':<22}{'genfast':>16}{'reference':>16}{'max |grad diff|':>18}{'fwd+bwd µs':>14}{'reference µs':>14}")
-    for name, (loss_of, leaves) in cases.items():
-        values, grads = [], []
-        for module in (ops, reference):
-            loss = loss_of(module)
-            values.append(loss.item())
-            grads.append(torch.autograd.grad(loss, leaves))
-        diff = max((a - b).abs().max().item() for a, b in zip(*grads))
-        times = [_median_us(lambda m=m: torch.autograd.grad(loss_of(m), leaves)) for m in (ops, reference)]
-        print(f"{name:<22}{values[0]:>16.6g}{values[1]:>16.6g}{diff:>18.3g}{times[0]:>14.1f}{times[1]:>14.1f}")
+# ------------------------------------------------------------------------------------------------
+# train
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .models import names
+    from .training.config import Config, setting_fields
+
+    hints = typing.get_type_hints(Config)
+    parser.add_argument("model", help=", ".join(names()))
+    parser.add_argument("--run-dir", help="default runs/MODEL")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh where --run-dir holds a run (deletes its files)")
+    parser.add_argument("--no-progress", action="store_true")
+    for field in setting_fields():
+        flag = "--" + field.name.replace("_", "-")
+        kind = typing.get_args(hints[field.name])[0] if typing.get_origin(hints[field.name]) else hints[field.name]
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=field.metadata["help"])
+        else:
+            parser.add_argument(flag, type=kind, choices=field.metadata.get("choices"),
+                                help=field.metadata["help"])
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="model option, e.g. d=500, beta=2, p=0.5, margin=10, image_size=32")
+
+
+def _train(args) -> int:
+    from .training import train
+    from .training.config import setting_fields
+
+    settings = {f.name: getattr(args, f.name) for f in setting_fields() if getattr(args, f.name) is not None}
+    for item in args.option:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--option wants NAME=VALUE, got {item!r}")
+        if name in settings or any(f.name == name for f in setting_fields()):
+            raise ValueError(f"--option {name}: use --{name.replace('_', '-')} for that")
+        try:
+            settings[name] = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"--option {name}: {value!r} is not a number or JSON value") from None
+    train(args.model, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
+          progress=not args.no_progress, **settings)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="genfast", description="Fused kernels for generative models.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="what this build contains (CUDA, archs, OpenMP, compiler)")
-    demo_parser = sub.add_parser("demo", help="run every fused op against the PyTorch reference")
-    demo_parser.add_argument("--batch", type=int, default=128)
-    demo_parser.add_argument("--device", default="auto")
-    demo_parser.add_argument("--seed", type=int, default=1)
-    train_parser = sub.add_parser("train", help="train a model of the practicum")
-    train_parser.add_argument("model", help="ae, ae-over, dae, vae, ebgan or dcgan")
-    train_parser.add_argument("--data", help="mnist-5k (embedded, default), mnist:ROOT, fashion-mnist:ROOT, folder:PATH")
-    train_parser.add_argument("--run-dir", help="default runs/MODEL")
-    train_parser.add_argument("--epochs", type=int)
-    train_parser.add_argument("--batch-size", type=int)
-    train_parser.add_argument("--lr", type=float)
-    train_parser.add_argument("--seed", type=int, help="default 1")
-    train_parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
-    train_parser.add_argument("--backend", choices=["fused", "reference"], help="default fused")
-    train_parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
-    train_parser.add_argument("--amp", choices=["bf16"], help="bfloat16 autocast (CUDA)")
-    train_parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    train_parser.add_argument("--max-steps", type=int, help="at most this many steps per epoch")
-    train_parser.add_argument("--snapshot-every", type=int,
-                              help="weights at epoch 0, every N epochs and the last (default 5; DCGAN 0: none)")
-    train_parser.add_argument("--no-progress", action="store_true")
-    train_parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                              help="model option, e.g. d=500, beta=2, p=0.5, margin=10, image_size=32")
-    _add_serving_commands(sub)
-    args = parser.parse_args(argv)
-    if args.command in SERVING_COMMANDS:
-        try:
-            return SERVING_COMMANDS[args.command](args)
-        except (ValueError, OSError, LookupError, RuntimeError) as error:
-            parser.exit(2, f"genfast {args.command}: error: {error}\n")
-    if args.command == "train":
-        from .training import train
-
-        settings = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "lr", "seed", "device",
-                                                  "backend", "compile", "amp", "max_steps", "snapshot_every")
-                    if getattr(args, k) is not None}
-        for item in args.option:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                parser.error(f"--option wants NAME=VALUE, got {item!r}")
-            if name in settings or name in TRAIN_SETTINGS:
-                parser.error(f"--option {name}: use --{name.replace('_', '-')} for that")
-            try:
-                settings[name] = json.loads(value)
-            except json.JSONDecodeError:
-                parser.error(f"--option {name}: {value!r} is not a number or JSON value")
-        try:
-            train(args.model, run_dir=args.run_dir, resume=args.resume, progress=not args.no_progress,
-                  **settings)
-        except (ValueError, FileNotFoundError) as error:  # DataError is a ValueError
-            parser.exit(2, f"genfast train: error: {error}\n")
-        return 0
-    if args.command == "info":
-        from .ops import build_info
-
-        print(json.dumps(build_info(), indent=2))
-        return 0
-    return demo(args.batch, args.device, args.seed)
+# ------------------------------------------------------------------------------------------------
+# export, serve, sample, reconstruct
 
 
-def _add_serving_commands(sub) -> None:
-    """export, sample, reconstruct, serve and report: they import what they need when run."""
-    export = sub.add_parser("export", help="export a trained run to verified ONNX graphs")
-    export.add_argument("source", help="a run directory, or its model.safetensors / checkpoint.safetensors")
-    export.add_argument("-o", "--out", required=True, help="output folder for MODEL_GRAPH.onnx files")
-    export.add_argument("--opset", type=int, default=20)
-    export.add_argument("--fp16", action="store_true", help="also write float16 graphs for GPU serving")
-    export.add_argument("--graph", action="append", help="only this graph (repeatable)")
-    for name, helptext in (("sample", "PNG grid of samples from a generate/decode graph"),
-                           ("reconstruct", "PNG grid of images and their reconstructions")):
-        command = sub.add_parser(name, help=helptext)
-        command.add_argument("model", help="an exported .onnx file or a folder of one model's graphs")
-        if name == "sample":
-            command.add_argument("-n", type=int, default=64)
-            command.add_argument("--seed", type=int)
-        else:
-            command.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
-        command.add_argument("-o", "--out", required=True, help="the PNG grid to write")
-        command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-        command.add_argument("--dtype", default="float32", choices=["float32", "float16"],
-                             help="which graphs of a folder (float16: those of export --fp16)")
-    report = sub.add_parser("report", help="the practicum's analyses of trained runs: figures, HTML, summary.json")
-    report.add_argument("runs", nargs="+", help="run directories (genfast train's --run-dir)")
-    report.add_argument("-o", "--out", required=True, help="output folder")
-    report.add_argument("--no-progress", action="store_true")
-    serve = sub.add_parser("serve", help="HTTP endpoint for an exported model (loopback by default)")
-    serve.add_argument("model", help="an exported .onnx file or a folder of one model's graphs")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    serve.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
-    serve.add_argument("--dtype", default="float32", choices=["float32", "float16"],
-                       help="which graphs of a folder (float16: those of export --fp16)")
-    serve.add_argument("--max-batch", type=int, default=256)
-    serve.add_argument("--max-bytes", type=int, default=8 << 20)
-
-
-def _require(extra: str, *modules: str) -> None:
-    import importlib.util
-
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise RuntimeError(f"this needs {', '.join(missing)}: pip install 'genfast[{extra}]'")
+def _export_arguments(parser) -> None:
+    parser.add_argument("source", help="a run directory, or its model.safetensors / checkpoint.safetensors")
+    parser.add_argument("-o", "--out", required=True, help="output folder for MODEL_GRAPH.onnx files")
+    parser.add_argument("--opset", type=int, default=20)
+    parser.add_argument("--fp16", action="store_true", help="also write float16 graphs for GPU serving")
+    parser.add_argument("--graph", action="append", help="only this graph (repeatable)")
 
 
 def _export(args) -> int:
-    _require("onnx", "torch", "onnx", "onnxscript", "onnxruntime")
     from .export import onnx_export
 
     for dtype in ("float32", "float16") if args.fp16 else ("float32",):
@@ -192,8 +105,21 @@ def _export(args) -> int:
     return 0
 
 
+def _exported_model_arguments(parser) -> None:
+    parser.add_argument("model", help="an exported .onnx file or a folder of one model's graphs")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                        help="which graphs of a folder (float16: those of export --fp16)")
+
+
+def _sample_arguments(parser) -> None:
+    _exported_model_arguments(parser)
+    parser.add_argument("-n", type=int, default=64)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("-o", "--out", required=True, help="the PNG grid to write")
+
+
 def _sample(args) -> int:
-    _require("onnx", "onnxruntime")
     from .export import runtime
 
     model = runtime.load(args.model, device=args.device, dtype=args.dtype)
@@ -202,10 +128,15 @@ def _sample(args) -> int:
     return 0
 
 
+def _reconstruct_arguments(parser) -> None:
+    _exported_model_arguments(parser)
+    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    parser.add_argument("-o", "--out", required=True, help="the PNG grid to write")
+
+
 def _reconstruct(args) -> int:
     import numpy as np
 
-    _require("onnx", "onnxruntime")
     from .export import runtime
 
     model = runtime.load(args.model, device=args.device, dtype=args.dtype)
@@ -215,17 +146,16 @@ def _reconstruct(args) -> int:
     return 0
 
 
-def _report(args) -> int:
-    _require("analysis", "torch", "matplotlib", "sklearn", "skimage", "cv2")
-    from .analysis import report
-
-    summary = report(args.runs, args.out, progress=not args.no_progress)
-    print(f"{args.out}/index.html, summary.md, summary.json: {', '.join(summary['runs'])}")
-    return 0
+def _serve_arguments(parser) -> None:
+    _exported_model_arguments(parser)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    parser.add_argument("--max-batch", type=int, default=256)
+    parser.add_argument("--max-bytes", type=int, default=8 << 20)
 
 
 def _serve(args) -> int:
-    _require("onnx", "onnxruntime")
     from .export import runtime, serve
 
     if args.max_batch < 1 or args.max_bytes < 1:
@@ -235,8 +165,82 @@ def _serve(args) -> int:
     return 0
 
 
-SERVING_COMMANDS = {"export": _export, "sample": _sample, "reconstruct": _reconstruct, "serve": _serve,
-                    "report": _report}
+# ------------------------------------------------------------------------------------------------
+# report, info
+
+
+def _report_arguments(parser) -> None:
+    parser.add_argument("runs", nargs="+", help="run directories (genfast train's --run-dir)")
+    parser.add_argument("-o", "--out", required=True, help="output folder")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _report(args) -> int:
+    from .analysis import report
+
+    summary = report(args.runs, args.out, progress=not args.no_progress)
+    print(f"{args.out}/index.html, summary.md, summary.json: {', '.join(summary['runs'])}")
+    return 0
+
+
+def _info(args) -> int:
+    from . import __version__, build_info
+
+    print(json.dumps({"genfast": __version__, **build_info()}, indent=2))
+    return 0
+
+
+_ONNX = ("onnx", ("onnxruntime",))
+COMMANDS = (
+    Command("train", "train", "train a model of the practicum", _train_arguments, _train),
+    Command("export", "export", "export a trained run to verified ONNX graphs", _export_arguments, _export,
+            ("onnx", ("torch", "onnx", "onnxscript", "onnxruntime"))),
+    Command("serve", "serve", "HTTP endpoint for an exported model (loopback by default)", _serve_arguments,
+            _serve, _ONNX),
+    Command("sample", "serve", "PNG grid of samples from an exported generate/decode graph",
+            _sample_arguments, _sample, _ONNX),
+    Command("reconstruct", "serve", "PNG grid of images and their reconstructions by an exported model",
+            _reconstruct_arguments, _reconstruct, _ONNX),
+    Command("report", "report", "the practicum's analyses of trained runs: figures, HTML, summary.json",
+            _report_arguments, _report, ("analysis", ("torch", "matplotlib", "sklearn", "skimage", "cv2"))),
+    Command("info", "info", "what this build contains (version, CUDA, archs, OpenMP, compiler)",
+            lambda parser: None, _info),
+)
+
+
+def _missing(needs) -> str | None:
+    if needs is None:
+        return None
+    extra, modules = needs
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return f"this needs {', '.join(missing)}: pip install 'genfast[{extra}]'" if missing else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="genfast", description="Fused kernels for generative models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Only the chosen command's arguments are defined: train's come from the training
+    # configuration, which needs torch, and a serving machine may have none.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    by_name = {}
+    for command in COMMANDS:
+        command_parser = sub.add_parser(command.name, help=f"[{command.group}] {command.help}")
+        if command.name == chosen:
+            command.add_arguments(command_parser)
+        by_name[command.name] = command
+    args = parser.parse_args(argv)
+    command = by_name[args.command]
+    try:
+        missing = _missing(command.needs)
+        if missing:
+            raise RuntimeError(missing)
+        return command.run(args)
+    except (ValueError, OSError, LookupError, RuntimeError) as error:  # DataError, CheckpointError: ValueError
+        message = str(error) or type(error).__name__
+        if isinstance(error, OSError) and error.filename and str(error.filename) not in message:
+            message = f"{error.filename}: {message}"
+        parser.exit(EXIT_ERROR, f"genfast {args.command}: error: {' '.join(message.split())}\n")
 
 
 if __name__ == "__main__":

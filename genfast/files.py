@@ -31,3 +31,18 @@ def atomic_write(path: str | Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Deletes the temporary files that atomic writes killed mid-way left in ``folder`` and its
+    subfolders (``.NAME.XXXX.tmp``); call it only where no other process is writing."""
+    removed = []
+    for path in Path(folder).rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -83,12 +83,13 @@ def onnx_exports(tmp_path_factory):
     """{kind: (model, folder)}: every graph of every small model exported to one folder per kind."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    from genfast import models
     from genfast.export import onnx_export
 
     exports = {}
     for kind, model in small_models().items():
         folder = tmp_path_factory.mktemp(f"onnx_{kind}")
-        for graph in onnx_export.GRAPHS[kind]:
+        for graph in models.get(kind).graphs:
             onnx_export.to_onnx(model, graph.name, folder / f"{kind}_{graph.name}.onnx")
         exports[kind] = (model.eval(), folder)
     return exports

@@ -16,6 +16,7 @@ cv2 = pytest.importorskip("cv2")
 import genfast  # noqa: E402
 from genfast import analysis, models  # noqa: E402
 from genfast.analysis import autoencoders, classifier  # noqa: E402
+from genfast.images import to_unit  # noqa: E402
 
 from conftest import requires_embedded_data  # noqa: E402
 
@@ -154,7 +155,7 @@ def test_classifier_is_cached_in_the_run_and_scores_samples(runs, monkeypatch):
     monkeypatch.setattr(classifier, "train_classifier", lambda *a, **k: pytest.fail("retrained"))
     again, cached_accuracy = classifier.classifier_for(run)
     assert cached_accuracy == accuracy
-    real = analysis.common.to_unit(run.test_images, "unit")[torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
+    real = to_unit(run.test_images, "unit")[torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
     on_real = classifier.sample_quality(again, real[500:], real[:500])
     on_noise = classifier.sample_quality(again, torch.rand(500, 1, 28, 28), real[:500])
     assert on_real["classes_covered"] == 10 and on_real["class_coverage"] == 1.0

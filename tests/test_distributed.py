@@ -32,7 +32,7 @@ def recording(*args, **kwargs):
 data.batches = recording
 result = genfast.train(model, run_dir=run_dir, epochs=1, max_steps=6, batch_size=32, device="cpu",
                        progress=False, **OPTIONS[model])
-weights = {f"{n}/{k}": v.contiguous() for n, m in result.task.modules().items() for k, v in m.state_dict().items()}
+weights = {f"model/{k}": v.contiguous() for k, v in result.trainer.model.state_dict().items()}
 save_file(weights, str(out / f"rank{result.rank}.safetensors"))
 (out / f"seen{result.rank}.json").write_text(json.dumps(seen))
 """

@@ -13,11 +13,11 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 from genfast.export import onnx_export  # noqa: E402
-from genfast.export.onnx_export import GRAPHS, ExportError, to_onnx  # noqa: E402
+from genfast.export.onnx_export import ExportError, to_onnx  # noqa: E402
 
 from conftest import small_models  # noqa: E402
 
-ALL_GRAPHS = [(kind, g.name) for kind in ("ae", "dae", "vae", "ebgan", "dcgan") for g in GRAPHS[kind]]
+ALL_GRAPHS = [(kind, g.name) for kind in ("ae", "dae", "vae", "ebgan", "dcgan") for g in models.get(kind).graphs]
 
 
 def _metadata(proto) -> dict:
@@ -25,16 +25,16 @@ def _metadata(proto) -> dict:
 
 
 def _reference(model, graph, x):
-    job = onnx_export._Job(model, {g.name: g for g in GRAPHS[onnx_export.model_kind(model)]}[graph]).eval()
+    job = onnx_export._Job(model, models.spec_of(model).graph(graph)).eval()
     with torch.no_grad():
         out = job(x)
     return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
 def _input(model, graph, batch, seed=1):
-    kind = onnx_export.model_kind(model)
-    spec = {g.name: g for g in GRAPHS[kind]}[graph]
-    return onnx_export._example(spec, onnx_export.describe(model, kind), batch, torch.Generator().manual_seed(seed))
+    spec = models.spec_of(model)
+    return onnx_export._example(spec.graph(graph), onnx_export.describe(model, spec.name), batch,
+                                torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("kind,graph", ALL_GRAPHS)
@@ -44,7 +44,7 @@ def test_graph_is_standard_eval_only_and_self_contained(onnx_exports, kind, grap
     proto = onnx.load(str(path), load_external_data=False)
     onnx.checker.check_model(str(path), full_check=True)
     assert not [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{kind}_{g.name}.onnx" for g in GRAPHS[kind])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{kind}_{g.name}.onnx" for g in models.get(kind).graphs)
     assert {o.domain for o in proto.opset_import} <= {"", "ai.onnx"}
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [20]
     assert not proto.functions
@@ -54,7 +54,7 @@ def test_graph_is_standard_eval_only_and_self_contained(onnx_exports, kind, grap
     for node in proto.graph.node:
         if node.op_type == "BatchNormalization":
             assert not any(a.name == "training_mode" and a.i for a in node.attribute)
-    spec = {g.name: g for g in GRAPHS[kind]}[graph]
+    spec = models.get(kind).graph(graph)
     assert [i.name for i in proto.graph.input] == list(spec.inputs)
     assert [o.name for o in proto.graph.output] == list(spec.outputs)
     for value in list(proto.graph.input) + list(proto.graph.output):
@@ -132,6 +132,19 @@ def test_opset_option(tmp_path):
     proto = onnx.load(str(done.path))
     assert [o.version for o in proto.opset_import if o.domain == ""] == [18]
     assert _metadata(proto)["opset"] == "18"
+    for bad in (5, 17, onnx.defs.onnx_opset_version() + 1, "20", True):
+        with pytest.raises(ValueError, match=r"opset must be an integer in \[18, "):
+            to_onnx(models.Autoencoder(), "reconstruct", tmp_path / "bad.onnx", opset=bad)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_metadata_states_the_written_opset(tmp_path, monkeypatch):
+    """Should the exporter write another opset than asked, there is no file with a false label."""
+    real_export = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: real_export(*a, **{**k, "opset_version": 18}))
+    with pytest.raises(ExportError, match=r"asked for opset 20, the exporter wrote \[18\]"):
+        to_onnx(models.Autoencoder(), "reconstruct", tmp_path / "r.onnx", opset=20)
+    assert not (tmp_path / "r.onnx").exists()
 
 
 def test_bad_arguments(tmp_path):
@@ -171,7 +184,7 @@ def test_export_errors_from_the_command_line(tmp_path, capsys):
 
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
     for source, message in ((tmp_path / "missing", "no trained model"),
-                            (tmp_path / "junk.safetensors", "not a safetensors file")):
+                            (tmp_path / "junk.safetensors", "not a readable safetensors file")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["export", str(source), "-o", str(tmp_path / "out")])
         assert exit_info.value.code == 2

@@ -36,14 +36,16 @@ def test_vae_shapes_ranges_and_eval_mode():
     vae.eval()
     mu, _ = vae.encode(x)
     assert torch.equal(vae(x)[0], vae.decoder(mu).view_as(x))  # z = mu at test time
-    assert vae.sample(16).shape == (16, 784)
+    samples = vae.generate(vae.noise(16))
+    assert samples.shape == (16, 1, 28, 28) and 0 <= samples.min() and samples.max() <= 1
 
 
 def test_dcgan_is_the_pytorch_examples_architecture():
     gan = models.DCGAN()
     z = gan.noise(2)
     fake = gan.generator(z)
-    assert z.shape == (2, 100, 1, 1) and fake.shape == (2, 1, 64, 64)
+    assert z.shape == (2, 100) and fake.shape == (2, 1, 64, 64)
+    assert torch.equal(gan.generator(z[:, :, None, None]), fake)  # pytorch/examples' noise shape too
     assert fake.abs().max() <= 1 and gan.discriminator(fake).shape == (2,)
     convs = [m for m in gan.generator if isinstance(m, torch.nn.ConvTranspose2d)]
     assert [c.out_channels for c in convs] == [512, 256, 128, 64, 1]
@@ -59,7 +61,8 @@ def test_ebgan_losses():
     gan = models.EnergyGAN(margin=5.0)
     real = _images(4).flatten(1)
     fake = gan.generate(gan.noise(4))
-    assert fake.shape == (4, 784) and gan.cost(real).shape == (4,)
+    assert fake.shape == (4, 1, 28, 28) and gan.cost(real).shape == (4,)
+    torch.testing.assert_close(gan.energy(fake), gan.cost(fake.flatten(1)))
     cost_real = torch.tensor([1.0, 2.0])
     cost_fake = torch.tensor([3.0, 8.0], requires_grad=True)
     loss = gan.cost_loss(cost_real, cost_fake)  # 1.5 + mean([5 - 3]+, [5 - 8]+) = 1.5 + 1
@@ -71,14 +74,20 @@ def test_ebgan_losses():
 
 @pytest.mark.parametrize("make", [
     lambda b: models.VAE(backend=b),
-    lambda b: models.Autoencoder(d=50, backend=b),
+    lambda b: models.DenoisingAutoencoder(d=50, backend=b),
     lambda b: models.DCGAN(ngf=8, ndf=8, image_size=16, backend=b),
-], ids=["vae", "ae", "dcgan"])
+], ids=["vae", "dae", "dcgan"])
 def test_fused_and_reference_backends_agree(make):
+    """The same weights and inputs through each backend's ops: the VAE's loss, the DAE's
+    corruption (the reference given the fused kernel's keep-mask), DCGAN's BCE on logits."""
+    from genfast import reference as reference_ops
+
     torch.manual_seed(0)
     fused = make("fused")
     reference = make("reference")
     reference.load_state_dict(fused.state_dict())
+    y = _images(4)
+    masks = {}
 
     def loss_and_grads(model):
         torch.manual_seed(1)
@@ -88,10 +97,13 @@ def test_fused_and_reference_backends_agree(make):
         elif isinstance(model, models.VAE):
             model.eval()  # z = mu: no noise, the two backends see the same z
             loss = model.loss(_images(4, low=0.0))
+        elif model.backend == "fused":
+            corrupted, masks["keep"] = model.corrupt(y)
+            assert 0 < masks["keep"].sum() < y.numel()
+            loss = model.loss(y, model(corrupted))
         else:
-            y = _images(4)
-            keep = torch.rand(y.shape) < 0.5
-            loss = torch.nn.functional.mse_loss(model(y * keep * 2), y)
+            corrupted, _ = reference_ops.dropout_corrupt(y, model.p, keep_mask=masks["keep"])
+            loss = model.loss(y, model(corrupted))
         grads = torch.autograd.grad(loss, list(model.parameters()))
         return loss, grads
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import genfast
 from conftest import requires_embedded_data
-from genfast import models, training
+from genfast import files, models, training
 
 pytestmark = requires_embedded_data
 
@@ -72,14 +72,14 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
 
 def test_failed_save_keeps_the_previous_file(tmp_path):
     target = tmp_path / "file"
-    training.atomic_write(target, lambda tmp: Path(tmp).write_text("old"))
+    files.atomic_write(target, lambda tmp: Path(tmp).write_text("old"))
 
     def broken(tmp):
         Path(tmp).write_text("half")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        training.atomic_write(target, broken)
+        files.atomic_write(target, broken)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
@@ -92,7 +92,7 @@ def test_written_files_get_the_umask_mode_not_0600(tmp_path):
 
     mask = os.umask(0)
     os.umask(mask)
-    training.atomic_write(tmp_path / "f", lambda tmp: Path(tmp).write_text("x"))
+    files.atomic_write(tmp_path / "f", lambda tmp: Path(tmp).write_text("x"))
     assert (tmp_path / "f").stat().st_mode & 0o777 == files.FILE_MODE == 0o666 & ~mask
 
 
@@ -102,12 +102,12 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from genfast import training\n"
+        "from genfast import files\n"
         "def slow(tmp):\n"
         "    with open(tmp, 'wb') as f:\n"
         "        f.write(b'partial'); f.flush()\n"
         "        print('writing', flush=True); time.sleep(60)\n"
-        f"training.atomic_write(Path({str(tmp_path / 'checkpoint.safetensors')!r}), slow)\n"
+        f"files.atomic_write(Path({str(tmp_path / 'checkpoint.safetensors')!r}), slow)\n"
     )
     # cwd: not the source tree, whose genfast/ has no compiled extension
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path)

@@ -19,9 +19,7 @@ ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 def _reconstruct_batched(model: nn.Module, x: Tensor) -> Tensor:
-    if isinstance(model, models.VAE):
-        return batched(lambda b: model(b)[0], x)
-    return batched(model, x)
+    return batched(model.reconstruct, x)
 
 
 def reconstructions(model: nn.Module, images: Tensor, show: int = 10) -> Analysis:
@@ -39,11 +37,11 @@ def reconstructions(model: nn.Module, images: Tensor, show: int = 10) -> Analysi
 
 
 def encoder_kernels(model: models.Autoencoder, show: int = 20) -> Analysis:
-    """The first ``show`` rows of the encoder's first layer as 28x28 images. ``roughness`` is the
+    """The first ``show`` rows of the encoder's first layer as images (28x28 for MNIST). ``roughness`` is the
     mean absolute difference of neighbouring weights over the weights' standard deviation: high for
     "salt and pepper" kernels, low for smooth strokes."""
     weights = model.encoder[0].weight.detach().cpu()
-    kernels = weights.view(-1, 28, 28)
+    kernels = weights.view(-1, *model.image_shape[1:])  # grey models: one channel
     steps = torch.cat([(kernels[:, 1:, :] - kernels[:, :-1, :]).abs().flatten(1),
                        (kernels[:, :, 1:] - kernels[:, :, :-1]).abs().flatten(1)], 1).mean(1)
     roughness = (steps / weights.std(1)).mean().item()

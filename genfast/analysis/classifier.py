@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..training import atomic_write
+from ..files import atomic_write
 from ..images import to_unit
 from .common import Run
 

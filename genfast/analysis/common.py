@@ -56,8 +56,7 @@ def load_run(path: str | Path) -> Run:
     if not path.is_dir():
         raise NotADirectoryError(f"{path}: analyses take a run directory (genfast train's --run-dir)")
     model, cfg = load_model(path)
-    size = cfg.options.get("image_size", 64) if cfg.model == "dcgan" else 28
-    channels = model.nc if cfg.model == "dcgan" else 1
+    channels, size, _ = cfg.spec.image_shape(cfg.options)
     test = datasets.load(cfg.data, "test", size=size, channels=channels)
     metrics = path / "metrics.jsonl"
     epochs = 0

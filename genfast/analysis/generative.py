@@ -12,24 +12,18 @@ import torch
 from torch import Tensor
 
 from .. import models, reference
+from ..models.trainer import eval_mode
 from ..training import load_model
 from ..images import to_unit
 from .common import Analysis, batched, figure, image_grid_axes
 
 
 def generate(model, n: int, seed: int = 0) -> Tensor:
-    """n samples in [0, 1] from z ~ N(0, I) (the VAE's decoder or a GAN's generator)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        if isinstance(model, models.VAE):
-            return batched(model.decoder, torch.randn(n, model.d, generator=generator)).view(n, 1, 28, 28)
-        if isinstance(model, models.DCGAN):
-            was_training = model.generator.training
-            model.generator.eval()
-            out = batched(model.generator, model.noise(n, generator))
-            model.generator.train(was_training)
-            return to_unit(out, "tanh")
-        return to_unit(batched(model.generate, model.noise(n, generator)), "tanh").view(n, 1, 28, 28)
+    """n samples (N, C, H, W) in [0, 1] from z ~ N(0, I), the model in eval mode (the VAE's
+    decoder, a GAN's generator)."""
+    with torch.no_grad(), eval_mode(model):
+        images = batched(model.generate, model.noise(n, torch.Generator().manual_seed(seed)))
+    return to_unit(images, model.value_range)
 
 
 def samples(model, n: int = 64, seed: int = 0) -> Analysis:
@@ -61,7 +55,7 @@ def interpolation(model: models.VAE, images: Tensor, labels: Optional[Tensor] = 
     a, b = images[pair[0]:pair[0] + 1], images[pair[1]:pair[1] + 1]
     t = torch.linspace(0, 1, steps)[:, None]
     mu_a, mu_b = model.encode(a)[0], model.encode(b)[0]
-    latent = model.decoder((1 - t) * mu_a + t * mu_b).view(steps, 1, 28, 28)
+    latent = model.generate((1 - t) * mu_a + t * mu_b)
     pixel = (1 - t[:, :, None, None]) * a + t[:, :, None, None] * b
     energies = {"latent": free_energy(model, latent), "pixel": free_energy(model, pixel)}
     fig, (ax_latent, ax_pixel, ax_energy) = figure(3, 1, figsize=(steps * 0.5, 4.5), height_ratios=(1, 1, 2))

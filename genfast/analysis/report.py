@@ -8,43 +8,27 @@ import html
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from tqdm import tqdm
 
-from .. import models
-from ..training import _write_text, atomic_write
+from ..files import atomic_write, write_text_atomic
+from ..images import to_unit
+from ..version import __version__
 from . import autoencoders, generative
 from .classifier import classifier_for, sample_quality
-from ..images import to_unit
 from .common import Analysis, Run, load_run
 
 QUALITY_SAMPLES = 1000
 
 
-def analyses_for(run: Run, progress: bool = False) -> list[tuple[str, Callable[[], Analysis]]]:
-    """(name, thunk) of every analysis that applies to the run's model."""
-    model, x, labels = run.model, run.test_images, run.test_labels
-    jobs: list[tuple[str, Callable[[], Analysis]]] = []
-    if isinstance(model, (models.Autoencoder, models.VAE)):
-        jobs.append(("reconstructions", lambda: autoencoders.reconstructions(model, x)))
-    if isinstance(model, models.Autoencoder):
-        jobs.append(("encoder_kernels", lambda: autoencoders.encoder_kernels(model)))
-        jobs.append(("garbage_test", lambda: autoencoders.garbage_test(model, x, labels)))
-    if isinstance(model, models.DenoisingAutoencoder):
-        jobs.append(("denoising", lambda: autoencoders.denoising_vs_inpainting(model, x)))
-    if isinstance(model, models.VAE):
-        jobs.append(("samples", lambda: generative.samples(model)))
-        jobs.append(("interpolation", lambda: generative.interpolation(model, x, labels)))
-        if labels is not None:
-            jobs.append(("tsne", lambda: generative.tsne(run.snapshots(), x, labels, progress=progress)))
-    if isinstance(model, (models.EnergyGAN, models.DCGAN)):
-        jobs.append(("samples", lambda: generative.samples(model)))
-        jobs.append(("training", lambda: generative.gan_training(run.path)))
-    if isinstance(model, (models.VAE, models.EnergyGAN, models.DCGAN)) and labels is not None:
-        jobs.append(("sample_quality", lambda: _quality(run, progress)))
-    return jobs
+@dataclass(frozen=True)
+class ReportAnalysis:
+    """An analysis the report can run on a trained run (a model's spec names those that apply)."""
+    run: Callable[[Run, bool], Analysis]  # (run, progress) -> Analysis
+    needs_labels: bool = False
 
 
 def _quality(run: Run, progress: bool) -> Analysis:
@@ -55,12 +39,36 @@ def _quality(run: Run, progress: bool) -> Analysis:
                          **sample_quality(classifier, generated, real)})
 
 
+ANALYSES: dict[str, ReportAnalysis] = {
+    "reconstructions": ReportAnalysis(lambda run, _: autoencoders.reconstructions(run.model, run.test_images)),
+    "encoder_kernels": ReportAnalysis(lambda run, _: autoencoders.encoder_kernels(run.model)),
+    "garbage_test": ReportAnalysis(
+        lambda run, _: autoencoders.garbage_test(run.model, run.test_images, run.test_labels)),
+    "denoising": ReportAnalysis(lambda run, _: autoencoders.denoising_vs_inpainting(run.model, run.test_images)),
+    "samples": ReportAnalysis(lambda run, _: generative.samples(run.model)),
+    "interpolation": ReportAnalysis(
+        lambda run, _: generative.interpolation(run.model, run.test_images, run.test_labels)),
+    "tsne": ReportAnalysis(lambda run, progress: generative.tsne(run.snapshots(), run.test_images, run.test_labels,
+                                                                 progress=progress), needs_labels=True),
+    "training": ReportAnalysis(lambda run, _: generative.gan_training(run.path)),
+    "sample_quality": ReportAnalysis(_quality, needs_labels=True),
+}
+
+
+def analyses_for(run: Run, progress: bool = False) -> list[tuple[str, Callable[[], Analysis]]]:
+    """(name, thunk) of every analysis the run's model declares that its data allows."""
+    names = run.cfg.spec.analyses
+    unknown = [name for name in names if name not in ANALYSES]
+    if unknown:
+        raise ValueError(f"the {run.cfg.model} model names analyses the report does not have: {unknown}")
+    return [(name, lambda analysis=ANALYSES[name]: analysis.run(run, progress))
+            for name in names if run.test_labels is not None or not ANALYSES[name].needs_labels]
+
+
 def report(run_dirs: list[str | Path], out_dir: str | Path, progress: bool = True) -> dict:
     """Runs every applicable analysis on each run; writes the figures, index.html, summary.md and
     summary.json to ``out_dir``; returns the summary."""
     from matplotlib import pyplot as plt
-
-    from .. import __version__
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,9 +93,9 @@ def report(run_dirs: list[str | Path], out_dir: str | Path, progress: bool = Tru
                 figures.append((analysis_name, figure_name, path))
         summary["runs"][name] = entry
         sections.append((name, entry, figures))
-    _write_text(out / "summary.json", json.dumps(summary, indent=2))
-    _write_text(out / "summary.md", _markdown(summary))
-    _write_text(out / "index.html", _html(summary, sections))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.md", _markdown(summary))
+    write_text_atomic(out / "index.html", _html(summary, sections))
     return summary
 
 
