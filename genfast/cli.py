@@ -40,7 +40,7 @@ class Command:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from .models import names
+    from .models import get, names
     from .training.config import Config, setting_fields
 
     hints = typing.get_type_hints(Config)
@@ -58,8 +58,11 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, type=kind, choices=field.metadata.get("choices"),
                                 help=field.metadata["help"])
+    options = "; ".join(f"{spec.name}: " + ", ".join(f"{name}={option.default} in {option.describe_range()}"
+                                                       for name, option in spec.options.items())
+                        for spec in map(get, names()))
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                        help="model option, e.g. d=500, beta=2, p=0.5, margin=10, image_size=32")
+                        help=f"a model option (JSON value). {options}")
 
 
 def _train(args) -> int:
@@ -225,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next((a for a in argv if not a.startswith("-")), None)
     by_name = {}
     for command in COMMANDS:
-        command_parser = sub.add_parser(command.name, help=f"[{command.group}] {command.help}")
+        label = command.help if command.group == command.name else f"({command.group}) {command.help}"
+        command_parser = sub.add_parser(command.name, help=label)
         if command.name == chosen:
             command.add_arguments(command_parser)
         by_name[command.name] = command
