@@ -91,20 +91,39 @@ def _train(args) -> int:
 
 def _export_arguments(parser) -> None:
     parser.add_argument("source", help="a run directory, or its model.safetensors / checkpoint.safetensors")
-    parser.add_argument("-o", "--out", required=True, help="output folder for MODEL_GRAPH.onnx files")
+    parser.add_argument("-o", "--out", help="output folder for MODEL_GRAPH.onnx files")
+    parser.add_argument("--triton", metavar="REPO",
+                        help="write a Triton model repository: REPO/MODEL_GRAPH/config.pbtxt and 1/model.onnx")
+    parser.add_argument("--triton-cpu", action="store_true", help="Triton instances on the CPU (default: GPU)")
+    parser.add_argument("--triton-instances", type=int, default=1, help="model instances per device")
+    parser.add_argument("--triton-max-batch", type=int, default=256, help="Triton's max_batch_size")
     parser.add_argument("--opset", type=int, default=20)
     parser.add_argument("--fp16", action="store_true", help="also write float16 graphs for GPU serving")
     parser.add_argument("--graph", action="append", help="only this graph (repeatable)")
 
 
 def _export(args) -> int:
-    from .export import onnx_export
+    if not args.out and not args.triton:
+        raise ValueError("give -o OUT (ONNX files) and/or --triton REPO (a Triton model repository)")
+    dtypes = ("float32", "float16") if args.fp16 else ("float32",)
+    graphs = tuple(args.graph) if args.graph else None
+    if args.out:
+        from .export import onnx_export
 
-    for dtype in ("float32", "float16") if args.fp16 else ("float32",):
-        for done in onnx_export.export_run(args.source, args.out, opset=args.opset, dtype=dtype,
-                                           graphs=tuple(args.graph) if args.graph else None):
-            print(f"{done.path}: {done.kind} {done.graph} {done.dtype}, opset {done.opset}, "
-                  f"onnxruntime vs PyTorch {done.parity_error:.2e} (bound {done.parity_bound:g})")
+        for dtype in dtypes:
+            for done in onnx_export.export_run(args.source, args.out, opset=args.opset, dtype=dtype, graphs=graphs):
+                print(f"{done.path}: {done.kind} {done.graph} {done.dtype}, opset {done.opset}, "
+                      f"onnxruntime vs PyTorch {done.parity_error:.2e} (bound {done.parity_bound:g})")
+    if args.triton:
+        from .export import triton
+
+        batching = triton.Batching(args.triton_max_batch,
+                                   tuple(b for b in (16, 64, 256) if b <= args.triton_max_batch) or (1,))
+        for folder in triton.write_repository(args.source, args.triton, dtypes=dtypes, graphs=graphs,
+                                              opset=args.opset, batching=batching,
+                                              instance_kind="cpu" if args.triton_cpu else "gpu",
+                                              instances=args.triton_instances):
+            print(f"{folder}: config.pbtxt, 1/model.onnx")
     return 0
 
 
