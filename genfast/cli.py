@@ -44,7 +44,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     from .training.config import Config, setting_fields
 
     hints = typing.get_type_hints(Config)
-    parser.add_argument("model", help=", ".join(names()))
+    parser.add_argument("model", nargs="?", help=f"{', '.join(names())} (default: the --config file's, or vae)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="settings from a TOML file or a run's config.json; flags given override them")
     parser.add_argument("--run-dir", help="default runs/MODEL")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     parser.add_argument("--overwrite", action="store_true",
@@ -67,21 +69,25 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train(args) -> int:
     from .training import train
-    from .training.config import setting_fields
+    from .training.config import read_config_file, setting_fields
 
-    settings = {f.name: getattr(args, f.name) for f in setting_fields() if getattr(args, f.name) is not None}
+    settings = read_config_file(args.config) if args.config else {}
+    options = dict(settings.pop("options", {}))
+    model = args.model or settings.pop("model", None)
+    settings.pop("model", None)
+    settings.update({f.name: getattr(args, f.name) for f in setting_fields() if getattr(args, f.name) is not None})
     for item in args.option:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ValueError(f"--option wants NAME=VALUE, got {item!r}")
-        if name in settings or any(f.name == name for f in setting_fields()):
+        if any(f.name == name for f in setting_fields()):
             raise ValueError(f"--option {name}: use --{name.replace('_', '-')} for that")
         try:
-            settings[name] = json.loads(value)
+            options[name] = json.loads(value)
         except json.JSONDecodeError:
             raise ValueError(f"--option {name}: {value!r} is not a number or JSON value") from None
-    train(args.model, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
-          progress=not args.no_progress, **settings)
+    train(model, run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite,
+          progress=not args.no_progress, **settings, **options)
     return 0
 
 

@@ -160,7 +160,10 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     (["train", "vae", "--run-dir", "{file}"], "not a directory"),
     (["train", "vae", "--run-dir", "{file}/sub"], "{file}"),
     (["export", "{file}", "-o", "{tmp}/out"], "not a readable safetensors file"),
-], ids=["no-cuda", "epochs", "option", "run-dir-is-a-file", "run-dir-under-a-file", "export-junk"])
+    (["train", "--config", "{file}"], "not a valid JSON configuration"),
+    (["train", "--config", "{tmp}/missing.toml"], "cannot read the configuration"),
+], ids=["no-cuda", "epochs", "option", "run-dir-is-a-file", "run-dir-under-a-file", "export-junk", "config-junk",
+        "config-missing"])
 def test_cli_failures_are_one_line(tmp_path, capsys, argv, message):
     file = tmp_path / "file"
     file.write_text("not a run")

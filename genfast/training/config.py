@@ -5,8 +5,10 @@ The fields' metadata (``help``, ``flag``) is what ``genfast train`` turns into i
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -15,7 +17,7 @@ from .. import data as datasets
 from .. import models
 
 # Settings that may change when a run is resumed; every other one must stay as it was.
-RUNTIME_SETTINGS = ("epochs", "device", "max_steps", "amp", "compile", "snapshot_every")
+RUNTIME_SETTINGS = ("epochs", "device", "max_steps", "amp", "compile", "snapshot_every", "tensorboard")
 BACKENDS = ("fused", "reference")
 AMP_MODES = ("bf16",)
 MAX_EPOCHS = 100_000
@@ -45,6 +47,8 @@ class Config:
     # and at the last, for analyses across training (t-SNE at epochs 0, 5, 10); 0: none.
     snapshot_every: Optional[int] = _setting(
         "weights at epoch 0, every N epochs and the last (default 5; DCGAN 0: none)")
+    tensorboard: bool = _setting("also log metrics and grids to TensorBoard (RUN_DIR/tensorboard; "
+                                 "pip install 'genfast[tensorboard]')", False)
 
     @property
     def spec(self) -> models.ModelSpec:
@@ -63,7 +67,7 @@ class Config:
                      pick(self.batch_size, spec.defaults.batch_size), pick(self.lr, spec.defaults.lr),
                      self.seed, device, self.backend, self.compile, self.amp, self.max_steps,
                      spec.resolve_options(dict(self.options)),
-                     pick(self.snapshot_every, spec.defaults.snapshot_every))
+                     pick(self.snapshot_every, spec.defaults.snapshot_every), self.tensorboard)
         cfg.check()
         return cfg
 
@@ -81,8 +85,9 @@ class Config:
             raise ValueError(f"data must be a data set name or SOURCE:PATH, got {self.data!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be true or false, got {self.compile!r}")
+        for name in ("compile", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.amp is not None and self.amp not in AMP_MODES:
             raise ValueError(f"amp must be None or one of {AMP_MODES}, got {self.amp!r}")
         try:
@@ -112,6 +117,36 @@ class Config:
         if not isinstance(config.options, dict):
             raise ValueError(f"options must be a JSON object, got {config.options!r}")
         return config
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Settings from a TOML file or the JSON of a run's config.json: the Config fields it names
+    (other keys, such as config.json's build information, are ignored); checked when resolved."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the configuration ({error.strerror or error})") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+                import tomli as tomllib
+
+            saved = tomllib.loads(text)
+        else:
+            saved = json.loads(text)
+    except ValueError as error:  # JSONDecodeError and TOMLDecodeError
+        raise ValueError(f"{path}: not a valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'} "
+                         f"configuration ({error})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: a configuration is a table of settings, got {type(saved).__name__}")
+    known = {f.name for f in fields(Config)}
+    settings = {k: v for k, v in saved.items() if k in known}
+    if not isinstance(settings.get("options", {}), dict):
+        raise ValueError(f"{path}: options must be a table, got {settings['options']!r}")
+    return settings
 
 
 def setting_fields():

@@ -32,7 +32,7 @@ from .checkpoint import CheckpointError, load_checkpoint, read_file, save_checkp
 from .config import RUNTIME_SETTINGS, Config
 
 CHECKPOINT, WEIGHTS, CONFIG = "checkpoint.safetensors", "model.safetensors", "config.json"
-METRICS, STEPS, SNAPSHOTS = "metrics.jsonl", "steps.jsonl", "snapshots"
+METRICS, STEPS, SNAPSHOTS, TENSORBOARD = "metrics.jsonl", "steps.jsonl", "snapshots", "tensorboard"
 
 
 class TrainingError(RuntimeError):
@@ -70,6 +70,8 @@ class Session:
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.writer = run_dir is not None and self.rank == 0
         self.progress = progress and self.rank == 0
+        self.tensorboard = None  # a SummaryWriter, opened by open_tensorboard()
+        self.global_step = 0     # steps trained in this run so far, over all epochs
 
         spec = cfg.spec
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -146,12 +148,49 @@ class Session:
         run_dir, cfg = self.run_dir, self.cfg
         _append_lines(run_dir / METRICS, [record])
         _append_lines(run_dir / STEPS, step_records)  # per step: the loss and D(x) curves
-        save_grid(self.trainer.picture(self.x_test).float().cpu().numpy(), run_dir / f"epoch_{epoch:03d}.png")
+        picture = self.trainer.picture(self.x_test).float().cpu().numpy()
+        save_grid(picture, run_dir / f"epoch_{epoch:03d}.png")
+        if self.tensorboard is not None:
+            self._log_tensorboard(record, step_records, picture)
         save_checkpoint(run_dir / CHECKPOINT, self.trainer, epoch, cfg)
         save_weights(run_dir / WEIGHTS, self.trainer, cfg)
         if cfg.snapshot_every and (epoch % cfg.snapshot_every == 0 or epoch == cfg.epochs):
             (run_dir / SNAPSHOTS).mkdir(exist_ok=True)
             save_weights(run_dir / SNAPSHOTS / f"epoch_{epoch:03d}.safetensors", self.trainer, cfg)
+
+    def open_tensorboard(self) -> None:
+        """TensorBoard event files in RUN_DIR/tensorboard. The x axis is the global step; on a
+        resume, events a killed run wrote past the checkpoint are purged (purge_step), so no step
+        appears twice."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise RuntimeError("--tensorboard needs the tensorboard package: pip install 'genfast[tensorboard]'") \
+                from None
+        steps = self.run_dir / STEPS
+        self.global_step = sum(1 for _ in open(steps)) if steps.is_file() else 0
+        self.tensorboard = SummaryWriter(str(self.run_dir / TENSORBOARD), purge_step=self.global_step + 1)
+
+    def _log_tensorboard(self, record: dict, step_records: list[dict], picture) -> None:
+        from ..images import grid
+
+        for metrics in step_records:
+            self.global_step += 1
+            for key, value in metrics.items():
+                if key not in ("epoch", "step"):
+                    self.tensorboard.add_scalar(f"step/{key}", value, self.global_step)
+        for key, value in record.items():
+            if key != "epoch":
+                self.tensorboard.add_scalar(f"epoch/{key}", value, self.global_step)
+        image = grid(picture)
+        self.tensorboard.add_image("epoch_grid", image, self.global_step,
+                                   dataformats="HW" if image.ndim == 2 else "HWC")
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
     def write_start(self) -> None:
         """A fresh run's config.json and epoch-0 snapshot."""
@@ -187,6 +226,8 @@ def prepare(model: Optional[str] = None, *, run_dir: Optional[str | Path] = None
                 _drop_epochs_after(run_dir / name, session.start_epoch)
         else:
             session.write_start()
+        if session.cfg.tensorboard:
+            session.open_tensorboard()
     return session
 
 
@@ -209,14 +250,17 @@ def train(model: Optional[str] = None, *, run_dir: Optional[str | Path] = None, 
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / (model or "vae")
     session = prepare(model, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress, **settings)
     history = []
-    for epoch in range(session.start_epoch + 1, session.cfg.epochs + 1):
-        record, step_records = session.run_epoch(epoch)
-        if session.writer:
-            record = {**record, **session.evaluate()}
-        history.append(record)
-        if session.writer:
-            print(json.dumps(record), flush=True)
-            session.write_epoch(epoch, record, step_records)
+    try:
+        for epoch in range(session.start_epoch + 1, session.cfg.epochs + 1):
+            record, step_records = session.run_epoch(epoch)
+            if session.writer:
+                record = {**record, **session.evaluate()}
+            history.append(record)
+            if session.writer:
+                print(json.dumps(record), flush=True)
+                session.write_epoch(epoch, record, step_records)
+    finally:
+        session.close()
     return Result(history, session.trainer, session.rank, session.world_size)
 
 
@@ -256,7 +300,7 @@ def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
                 if path.name in _RUN_FILES or path.name == "classifier.safetensors" or \
                         (path.name.startswith("epoch_") and path.suffix == ".png"):
                     path.unlink()
-                elif path.name == SNAPSHOTS and path.is_dir():
+                elif path.name in (SNAPSHOTS, TENSORBOARD) and path.is_dir():
                     shutil.rmtree(path)
     run_dir.mkdir(parents=True, exist_ok=True)
 
