@@ -55,18 +55,42 @@ def grid(images, columns: int = 8, gap: int = 2) -> np.ndarray:
     return picture[..., 0] if c == 1 else picture
 
 
-def png_bytes(images, columns: int = 8) -> bytes:
-    """A PNG grid of images (N, C, H, W) in [0, 1] (needs Pillow)."""
-    from PIL import Image
+def labelled_grid(images, columns: int = 8, row_labels: tuple[str, ...] = (), scale: int = 1):
+    """A PIL image of the grid, each image enlarged ``scale`` times (nearest neighbour: pixels stay
+    sharp), with a label left of each row (the last label repeats for the rows after it)."""
+    from PIL import Image, ImageDraw, ImageFont
 
+    picture = grid(images, columns)
+    if scale > 1:
+        picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
+    image = Image.fromarray(picture)
+    if not row_labels:
+        return image
+    n, _, h, _ = np.shape(images)
+    rows = -(-n // max(1, min(columns, n)))
+    font = ImageFont.load_default(size=max(11, 4 * scale))
+    labels = [row_labels[min(r, len(row_labels) - 1)] for r in range(rows)]
+    width = max(int(font.getlength(label)) for label in labels) + 12
+    canvas = Image.new(image.mode, (image.width + width, image.height), color=255 if image.mode == "L" else (255,) * 3)
+    canvas.paste(image, (width, 0))
+    draw = ImageDraw.Draw(canvas)
+    ink = 0 if image.mode == "L" else (0, 0, 0)
+    for r, label in enumerate(labels):
+        middle = 2 * scale + r * (h + 2) * scale + h * scale // 2
+        draw.text((6, middle), label, fill=ink, font=font, anchor="lm")
+    return canvas
+
+
+def png_bytes(images, columns: int = 8, row_labels: tuple[str, ...] = (), scale: int = 1) -> bytes:
+    """A PNG grid of images (N, C, H, W) in [0, 1] (needs Pillow); see labelled_grid."""
     buffer = io.BytesIO()
-    Image.fromarray(grid(images, columns)).save(buffer, format="PNG")
+    labelled_grid(images, columns, row_labels, scale).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def save_grid(images, path: str | Path, columns: int = 8) -> Path:
+def save_grid(images, path: str | Path, columns: int = 8, row_labels: tuple[str, ...] = (), scale: int = 1) -> Path:
     """Writes a PNG grid of images (N, C, H, W) in [0, 1] atomically; returns the path."""
     path = Path(path)
-    data = png_bytes(images, columns)
+    data = png_bytes(images, columns, row_labels, scale)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path

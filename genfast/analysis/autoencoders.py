@@ -29,9 +29,9 @@ def reconstructions(model: nn.Module, images: Tensor, show: int = 10) -> Analysi
     restored = to_unit(_reconstruct_batched(model, images), model.value_range)
     clean = to_unit(images, model.value_range)
     shown = spread(len(images), show)
-    fig, ax = figure(figsize=(show * 0.6, 1.5))
+    fig, ax = figure(figsize=(1.4 + show * 0.6, 1.7))
     image_grid_axes(ax, torch.cat([clean[shown], restored[shown]]).numpy(), columns=show,
-                    title="test images (top) and reconstructions (bottom)")
+                    row_labels=("test images", "reconstructions"))
     return Analysis({"reconstructions": fig},
                     {"mse_unit": float(((restored - clean) ** 2).mean()), "images": len(images)})
 
@@ -108,10 +108,10 @@ def denoising_vs_inpainting(model: models.Autoencoder, images: Tensor, drop_rate
             pick = spread(len(images), show).numpy()
             shown = [np.where(dropped[pick], 0.0, 1.0), corrupted_unit[pick], clean[pick], restored[pick],
                      methods["telea"][pick], methods["ns"][pick]]
-    titles = ("noise", "corrupted", "clean", "DAE", "Telea", "Navier-Stokes")
-    fig, axes = figure(len(titles), 1, figsize=(show * 0.75, len(titles) * 0.95))
-    for ax, title, row in zip(axes, titles, shown):
-        image_grid_axes(ax, row[:, None], columns=show, title=title)
+    rows = ("noise (dropped: black)", "corrupted", "clean", "DAE", "Telea", "Navier-Stokes")
+    fig, ax = figure(figsize=(1.6 + show * 0.8, 0.6 + len(rows) * 0.8))
+    image_grid_axes(ax, np.concatenate(shown)[:, None], columns=show, row_labels=rows,
+                    title="p = 0.5: the DAE against OpenCV inpainting of exactly the dropped pixels")
     return Analysis({"denoising_vs_inpainting": fig}, numbers)
 
 

@@ -83,12 +83,24 @@ def ssim(restored: np.ndarray, clean: np.ndarray) -> np.ndarray:
                      for a, b in zip(restored.astype(np.float64), clean.astype(np.float64))])
 
 
-def image_grid_axes(ax, images: Tensor | np.ndarray, columns: int, title: str = "") -> None:
-    """Draws images (N, C, H, W) in [0, 1] as one grid on a matplotlib axis."""
-    ax.imshow(grid(np.asarray(images), columns), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax.set_axis_off()
+def image_grid_axes(ax, images: Tensor | np.ndarray, columns: int, title: str = "",
+                    row_labels: tuple[str, ...] = ()) -> None:
+    """Draws images (N, C, H, W) in [0, 1] as one grid on a matplotlib axis, with a label left of
+    each row (the last label repeats) and the title above, both clear of the images."""
+    images = np.asarray(images)
+    ax.imshow(grid(images, columns), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if row_labels:
+        rows, height = -(-len(images) // max(1, min(columns, len(images)))), images.shape[-2]
+        ax.set_yticks([2 + r * (height + 2) + height / 2 for r in range(rows)],
+                      [row_labels[min(r, len(row_labels) - 1)] for r in range(rows)], fontsize=9)
+        ax.tick_params(axis="y", length=0)
+    else:
+        ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, pad=6)
 
 
 def figure(*args, **kwargs):

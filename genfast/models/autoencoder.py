@@ -76,6 +76,8 @@ class DenoisingAutoencoder(Autoencoder):
 
 
 class AutoencoderTrainer(Trainer):
+    picture_rows = ("test images", "reconstructions")
+
     def __init__(self, model: Autoencoder, lr: float, betas: tuple[float, float], seed: int = 1):
         super().__init__(model, {"model": model}, lr, betas, seed)
 
@@ -102,6 +104,8 @@ class AutoencoderTrainer(Trainer):
 
 
 class DenoisingTrainer(AutoencoderTrainer):
+    picture_rows = ("test images", "corrupted", "restored")
+
     @torch.no_grad()
     def evaluate(self, x):
         metrics = super().evaluate(x)

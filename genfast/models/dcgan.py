@@ -99,6 +99,7 @@ class DCGAN(nn.Module):
 
 
 class DCGANTrainer(Trainer):
+    picture_rows = ("fixed noise",)
     # NHWC: oneDNN's and cuDNN's fast convolution layout (1.6x per iteration on the development CPU).
     memory_format = torch.channels_last
 

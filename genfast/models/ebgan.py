@@ -73,6 +73,8 @@ class EnergyGAN(nn.Module):
 
 
 class EnergyGANTrainer(Trainer):
+    picture_rows = ("fixed noise",)
+
     def __init__(self, model: EnergyGAN, lr: float, betas: tuple[float, float], seed: int = 1):
         super().__init__(model, {"generator": model.generator, "cost": model.cost}, lr, betas, seed)
         self.fixed_noise = model.noise(64, torch.Generator().manual_seed(seed))

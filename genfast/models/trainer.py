@@ -19,6 +19,8 @@ class Trainer:
 
     # The layout the networks want their batches in (DCGAN: channels_last).
     memory_format = torch.contiguous_format
+    # What each row of picture()'s grid (8 images a row) shows; the last label repeats.
+    picture_rows: tuple[str, ...] = ()
 
     def __init__(self, model: nn.Module, nets: dict[str, nn.Module], lr: float,
                  betas: tuple[float, float], seed: int = 1):

@@ -75,6 +75,8 @@ class VAE(nn.Module):
 
 
 class VAETrainer(Trainer):
+    picture_rows = ("test images", "reconstructions", "samples")
+
     def __init__(self, model: VAE, lr: float, betas: tuple[float, float], seed: int = 1):
         super().__init__(model, {"model": model}, lr, betas, seed)
 

@@ -149,7 +149,9 @@ class Session:
         _append_lines(run_dir / METRICS, [record])
         _append_lines(run_dir / STEPS, step_records)  # per step: the loss and D(x) curves
         picture = self.trainer.picture(self.x_test).float().cpu().numpy()
-        save_grid(picture, run_dir / f"epoch_{epoch:03d}.png")
+        # Enlarged to about 100 pixels an image, each row labelled: readable at a glance.
+        save_grid(picture, run_dir / f"epoch_{epoch:03d}.png", row_labels=self.trainer.picture_rows,
+                  scale=max(1, 100 // picture.shape[-1]))
         if self.tensorboard is not None:
             self._log_tensorboard(record, step_records, picture)
         save_checkpoint(run_dir / CHECKPOINT, self.trainer, epoch, cfg)
