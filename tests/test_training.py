@@ -12,10 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import genfast
-from conftest import requires_embedded_data
 from genfast import files, models, training
-
-pytestmark = requires_embedded_data
 
 
 def test_vae_learns_on_the_embedded_data(tmp_path):
@@ -164,7 +161,6 @@ def test_cli_train_errors_are_clean(tmp_path, capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-@requires_embedded_data
 def test_snapshots_at_epoch_zero_every_n_and_the_last(tmp_path):
     genfast.train("vae", run_dir=tmp_path, epochs=3, max_steps=2, snapshot_every=2, progress=False)
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
