@@ -73,14 +73,6 @@ class Dataset:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])
-
-    def to(self, device) -> "Dataset":
-        labels = None if self.labels is None else self.labels.to(device)
-        return Dataset(self.images.to(device), labels, self.name)
-
 
 def load(source: str = EMBEDDED, split: str = "train", size: Optional[int] = None,
          channels: Optional[int] = None) -> Dataset:
