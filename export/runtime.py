@@ -32,8 +32,8 @@ CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
-class Graph:
-    """One onnxruntime session of a genfast graph, with the metadata written at export."""
+class GraphSession:
+    """The onnxruntime session of one exported genfast graph, with the metadata written at export."""
 
     def __init__(self, path: Path, session: ort.InferenceSession, metadata: dict[str, str]):
         self.path, self.session, self.metadata = path, session, metadata
@@ -66,7 +66,7 @@ class GenfastModel:
     """The graphs of one exported model (one or several of encode, decode, reconstruct, generate,
     energy, discriminate) and typed helpers over them."""
 
-    def __init__(self, graphs: dict[str, Graph]):
+    def __init__(self, graphs: dict[str, GraphSession]):
         self.graphs = graphs
         first = next(iter(graphs.values())).metadata
         self.kind: str = first["model_kind"]
@@ -80,7 +80,7 @@ class GenfastModel:
         return (f"GenfastModel({self.kind}, graphs {sorted(self.graphs)}, image {self.image_shape}, "
                 f"latent {self.latent_size}, on {self.provider})")
 
-    def graph(self, *names: str) -> Graph:
+    def graph(self, *names: str) -> GraphSession:
         for name in names:
             if name in self.graphs:
                 return self.graphs[name]
@@ -117,12 +117,12 @@ class GenfastModel:
 
     def reconstruct(self, images) -> np.ndarray:
         """Autoencoder reconstructions (the VAE's via z = mu), in [0, 1]."""
-        return self._to_unit(self.graph("reconstruct").run(self.images(images))[0])
+        return self._to_unit(self.graph("reconstruct").run(self.input_batch(images))[0])
 
     def denoise(self, images, p: float | None = None, seed: int | None = None) -> np.ndarray:
         """The DAE's restoration of corrupted images; with ``p``, the clean ``images`` are first
         corrupted as in training (each pixel dropped with probability p, kept ones scaled by 1/(1-p))."""
-        x = self.images(images)
+        x = self.input_batch(images)
         if p is not None:
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"p must be in [0, 1), got {p}")
@@ -132,18 +132,18 @@ class GenfastModel:
 
     def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
         """The VAE's (mu, logvar)."""
-        mu, logvar = self.graph("encode").run(self.images(images))
+        mu, logvar = self.graph("encode").run(self.input_batch(images))
         return mu, logvar
 
     def energy(self, images) -> np.ndarray:
         """Per-image energy: ‖y − ỹ‖² of an autoencoder, C(y) of the EBGAN's cost network."""
-        return self.graph("energy").run(self.images(images))[0]
+        return self.graph("energy").run(self.input_batch(images))[0]
 
     def discriminate(self, images) -> np.ndarray:
         """DCGAN's D(x): the probability that each image is real."""
-        return self.graph("discriminate").run(self.images(images))[0]
+        return self.graph("discriminate").run(self.input_batch(images))[0]
 
-    def images(self, images) -> np.ndarray:
+    def input_batch(self, images) -> np.ndarray:
         """A batch (N, C, H, W) in the model's input range from images in [0, 1]: a float array
         (N, C, H, W), (N, H, W) or (H, W), a uint8 array (0-255), a PIL image or a list of them."""
         c, h, w = self.image_shape
@@ -210,7 +210,7 @@ def load(path: str | Path, device: str = "auto", threads: int | None = None,
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         options.intra_op_num_threads = threads
-    graphs: dict[str, Graph] = {}
+    graphs: dict[str, GraphSession] = {}
     for file in files:
         graph = _open(file, providers, options, device)
         if path.is_dir() and graph.metadata.get("dtype", "float32") != dtype:
@@ -254,7 +254,7 @@ def _preload_cuda_libraries() -> None:
 _preload_cuda_libraries.done = False
 
 
-def _open(file: Path, providers: list, options: ort.SessionOptions, device: str) -> Graph:
+def _open(file: Path, providers: list, options: ort.SessionOptions, device: str) -> GraphSession:
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
     try:
@@ -275,10 +275,10 @@ def _open(file: Path, providers: list, options: ort.SessionOptions, device: str)
     if device.startswith("cuda") and running != CUDA:
         raise RuntimeError(f"{file}: the CUDA execution provider did not load (CUDA 13 and cuDNN 9 "
                            f"libraries are needed); it would run on {running}")
-    return Graph(file, session, metadata)
+    return GraphSession(file, session, metadata)
 
 
-def _run_torch(graph: Graph, x) -> list:
+def _run_torch(graph: GraphSession, x) -> list:
     """IO binding of torch tensors: onnxruntime reads and writes torch's memory directly."""
     import torch
 
