@@ -314,10 +314,26 @@ def _is_pil(obj) -> bool:
     return type(obj).__module__.startswith("PIL.")
 
 
+MAX_PIXELS = 1 << 24  # width x height of an image file that read_images decodes (Pillow's own limit is 89M)
+
+
+class ImageTooLarge(ValueError):
+    """An image file whose declared size is over the decoding limit (a decompression bomb, or just too big)."""
+
+
 def from_pil(image, c: int, h: int, w: int) -> np.ndarray:
     """A PIL image as a (C, H, W) float array in [0, 1], converted to C channels and resized."""
     from PIL import Image
 
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+        # 16-bit grey (older Pillow opens such PNGs as "I"): convert("L") would clip at 255.
+        grey = Image.fromarray(np.asarray(image, dtype=np.float32) / 65535.0)
+        if grey.size != (w, h):
+            grey = grey.resize((w, h), Image.Resampling.BILINEAR)
+        return np.repeat(np.asarray(grey, dtype=np.float32)[None], c, axis=0)
+    if image.mode in ("I", "F"):
+        raise ValueError(f"a {image.mode}-mode image (32-bit integers or floats) has no known value range: "
+                         "save it as an 8- or 16-bit PNG")
     image = image.convert("L" if c == 1 else "RGB")
     if image.size != (w, h):
         image = image.resize((w, h), Image.Resampling.BILINEAR)
@@ -325,18 +341,41 @@ def from_pil(image, c: int, h: int, w: int) -> np.ndarray:
     return pixels[None] if c == 1 else pixels.transpose(2, 0, 1)
 
 
-def read_images(paths: Iterable[str | Path], model: GenfastModel) -> np.ndarray:
-    """Image files (PNG, JPEG, ...) as a batch in [0, 1] at the model's size and channels."""
+def open_image(source, shape: tuple[int, int, int], formats: tuple[str, ...] | None = None,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image file (a path or a binary file object) as a (C, H, W) float array in [0, 1] for
+    ``shape`` = (C, H, W). Its declared size is checked against ``max_pixels`` before any pixel is
+    decoded (ImageTooLarge); ``formats`` (Pillow's names, e.g. ("PNG", "JPEG")) are the only decoders
+    tried. Any other failure is a ValueError whose message names no Python object."""
     from PIL import Image, UnidentifiedImageError
 
-    c, h, w = model.image_shape
+    try:
+        with Image.open(source, formats=formats) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(f"a {width}x{height} image: more than the limit of {max_pixels} pixels")
+            return from_pil(image, *shape)
+    except (ImageTooLarge, MemoryError):
+        raise
+    except Image.DecompressionBombError as error:  # over Pillow's own limit, checked in Image.open
+        raise ImageTooLarge(str(error)) from None
+    except UnidentifiedImageError:  # its message holds the file object's repr
+        raise ValueError("not a readable image (" + (f"not {' or '.join(formats)})" if formats else
+                                                     "no format Pillow knows)")) from None
+    except Exception as error:  # decoders meet damaged bytes with many types: OSError, SyntaxError, struct.error...
+        raise ValueError(f"not a readable image ({type(error).__name__}: {error})") from None
+
+
+def read_images(paths: Iterable[str | Path], model: GenfastModel, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Image files (PNG, JPEG, ...) as a batch in [0, 1] at the model's size and channels."""
     batch = []
     for path in paths:
+        if not Path(path).is_file():  # a FIFO or a device would block the read
+            raise ValueError(f"{path}: not a regular file")
         try:
-            with Image.open(path) as image:
-                batch.append(from_pil(image, c, h, w))
-        except (OSError, UnidentifiedImageError) as error:
-            raise ValueError(f"{path}: not a readable image ({error})") from None
+            batch.append(open_image(path, model.image_shape, max_pixels=max_pixels))
+        except ValueError as error:  # ImageTooLarge stays itself
+            raise type(error)(f"{path}: {error}") from None
     if not batch:
         raise ValueError("no images given")
     return np.stack(batch)
