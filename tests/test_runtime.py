@@ -200,6 +200,12 @@ def test_oversized_images_fifos_and_other_formats_are_clear_errors(onnx_exports,
     assert runtime.open_image(io.BytesIO(tiff.getvalue()), (1, 28, 28)).shape == (1, 28, 28)
     with pytest.raises(ValueError, match=r"not a readable image \(not PNG or JPEG\)"):
         runtime.open_image(io.BytesIO(tiff.getvalue()), (1, 28, 28), formats=("PNG", "JPEG"))
+    dds = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(dds, format="DDS")
+    damaged = bytearray(dds.getvalue())
+    damaged[80] = 3  # unknown pixel-format flags: Pillow raises NotImplementedError, not OSError
+    with pytest.raises(ValueError, match=r"not a readable image \(NotImplementedError"):
+        runtime.open_image(io.BytesIO(bytes(damaged)), (1, 28, 28))
     png = io.BytesIO()
     Image.fromarray(_images(1, (28, 28))[0] > 0.5).save(png, format="PNG")
     for cut in (40, 100):  # the header cut (Pillow's message holds the BytesIO's repr), the pixels cut
