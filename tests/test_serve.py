@@ -1,5 +1,5 @@
 """The HTTP endpoint on loopback: every route, bad requests, limits, slow and departing clients,
-and a bounded load test."""
+a bounded load test and a property-based test of request parsing."""
 
 import contextlib
 import http.client
@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("onnxruntime")
 from PIL import Image  # noqa: E402
@@ -536,3 +538,93 @@ def test_limits_are_checked_and_reported(vae):
                                   {"Content-Type": "image/png"})
         assert status == 413 and "limit of 1000 pixels" in json.loads(body)["error"]
 
+
+# -- properties: any request gets well-formed answers, never a 5xx of ours, never a hang ------------
+
+PIXELS = (images(1, seed=5)[0, 0] * 255).astype(np.uint8)
+SEED_BODIES = [npy(images(2)), npy(images(1)[0, 0]), npy(np.round(images(3) * 255).astype(np.uint8)),
+               npy(images(2).astype(">f8")), npz(images(1)), encoded(PIXELS, "PNG"), encoded(PIXELS, "JPEG"),
+               encoded(PIXELS, "TIFF"), encoded(np.stack([PIXELS] * 4, -1), "PNG"),
+               encoded((PIXELS.astype(np.uint16) << 8), "PNG"), npy_header("|u1", (2 ** 40, 28, 28)) + bytes(64)]
+GET_PATHS = ["/health", "/info", "/sample?n=3&seed=1", "/sample?n=-1", "/sample?n=x&columns=0", "/sample?seed=-5",
+             "/sample?n=99999999999999999999", "/nowhere", "//health", "/%zz?%%=&&", "http://[::1/", "*"]
+POST_PATHS = ["/reconstruct", "/reconstruct?format=npy", "/reconstruct?format=gif&columns=-3", "/denoise?p=0.5",
+              "/denoise?p=nan&seed=x", "/encode", "/energy", "/discriminate", "/sample"]
+CONTENT_TYPES = ["application/x-npy", "application/octet-stream", "image/png", "image/jpeg; q=1", "IMAGE/PNG",
+                 "image/gif", "text/plain", ""]
+TOKEN = st.text(st.characters(min_codepoint=33, max_codepoint=255), min_size=1, max_size=12)
+
+
+@st.composite
+def bodies(draw) -> bytes:
+    """Valid, damaged and hostile .npy arrays and images, and random bytes."""
+    kind = draw(st.sampled_from(["seed", "mutated", "mutated", "npy header", "random"]))
+    if kind == "random":
+        return draw(st.binary(max_size=2000))
+    if kind == "npy header":
+        shape = tuple(draw(st.lists(st.integers(-2, 2 ** 42) | st.integers(0, 30), max_size=5)))
+        descr = draw(st.sampled_from(["|u1", "<f4", ">f8", "<f2", "|O", "<i8", "<c8", "|V8", "|S3", "<M8[s]"]))
+        return npy_header(descr, shape) + draw(st.binary(max_size=64))
+    body = bytearray(draw(st.sampled_from(SEED_BODIES)))
+    if kind == "mutated":
+        for _ in range(draw(st.integers(1, 8))):
+            body[draw(st.integers(0, len(body) - 1))] = draw(st.integers(0, 255))
+        body = body[:draw(st.integers(1, len(body)))]
+    return bytes(body)
+
+
+@st.composite
+def request_heads(draw) -> tuple[bytes, str]:
+    """A request line and headers, valid or not, with a small body framed right or wrong."""
+    version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.x", "", "x y"]))
+    line = " ".join(filter(None, [draw(st.sampled_from(["GET", "GET", "POST", "PUT", "OPTIONS"]) | TOKEN),
+                                  draw(st.sampled_from(GET_PATHS + POST_PATHS) | TOKEN.map(lambda t: "/" + t)),
+                                  version]))
+    body = draw(st.sampled_from([b"", npy(images(1))]) | st.binary(max_size=100))
+    headers = [b"Host: x"] + [b"Content-Type: " + t.encode() for t in draw(st.lists(st.sampled_from(CONTENT_TYPES),
+                                                                                     max_size=1))]
+    n = len(body)
+    headers += draw(st.sampled_from([
+        [b"Content-Length: %d" % n], [b"Content-Length: %d" % n], [], [b"Content-Length: %d" % (n + 1000)],
+        [b"Content-Length: %d" % max(0, n - 1)], [b"Content-Length: -1"], [b"Content-Length: 1e3"],
+        [b"Content-Length: \xb2"], [b"Content-Length: " + b"9" * 30], [b"Content-Length: %d" % n] * 2,
+        [b"Transfer-Encoding: chunked"], [b"Content-Length: %d" % n, b"Expect: 100-continue"]]))
+    headers += draw(st.lists(st.binary(max_size=40).filter(lambda h: b"\r" not in h and b"\n" not in h), max_size=3))
+    return line.encode("latin-1") + b"\r\n" + b"\r\n".join(headers) + b"\r\n\r\n" + body, version
+
+
+def check_answers(server, data: bytes, version: str = "HTTP/1.1") -> None:
+    """Each answer a whole HTTP response with a 2xx or 4xx status (505 for HTTP/2), each refusal a
+    JSON error naming no Python object."""
+    answers = responses(exchange(server, data))
+    assert answers, "no answer"
+    for status, headers, body in answers:
+        assert 200 <= status < 500 or (status == 505 and version == "HTTP/2.0"), (status, body)
+        if status >= 400:
+            assert headers["content-type"] == "application/json" and " at 0x" not in json.loads(body)["error"]
+
+
+# capsys is read and cleared by each example: sharing it across examples is what is wanted.
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(request_heads())
+@example((b"GET http://[::1/ HTTP/1.1\r\n\r\n", "HTTP/1.1"))
+@example((b"POST /encode HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", "HTTP/1.1"))
+def test_any_request_line_and_headers_get_well_formed_answers(servers, capsys, sent):
+    data, version = sent
+    check_answers(servers["vae"][0], data, version)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@FUZZ
+@given(st.sampled_from(POST_PATHS), st.sampled_from(CONTENT_TYPES[:5]), bodies())
+@example("/reconstruct", "application/x-npy", npy_header("<f4", (2 ** 40, 1, 28, 28)) + bytes(64))
+def test_any_body_gets_a_well_formed_answer(servers, capsys, path, content_type, body):
+    """.npy headers and arrays, image bytes: valid, damaged and hostile, posted well framed."""
+    head = b"POST %s HTTP/1.1\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
+        path.encode(), content_type.encode(), len(body))
+    check_answers(servers["vae"][0], head + body)
+    assert "Traceback" not in capsys.readouterr().err
