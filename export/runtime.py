@@ -32,8 +32,8 @@ CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
-class Graph:
-    """One onnxruntime session of a genfast graph, with the metadata written at export."""
+class GraphSession:
+    """The onnxruntime session of one exported genfast graph, with the metadata written at export."""
 
     def __init__(self, path: Path, session: ort.InferenceSession, metadata: dict[str, str]):
         self.path, self.session, self.metadata = path, session, metadata
@@ -66,7 +66,7 @@ class GenfastModel:
     """The graphs of one exported model (one or several of encode, decode, reconstruct, generate,
     energy, discriminate) and typed helpers over them."""
 
-    def __init__(self, graphs: dict[str, Graph]):
+    def __init__(self, graphs: dict[str, GraphSession]):
         self.graphs = graphs
         first = next(iter(graphs.values())).metadata
         self.kind: str = first["model_kind"]
@@ -80,7 +80,7 @@ class GenfastModel:
         return (f"GenfastModel({self.kind}, graphs {sorted(self.graphs)}, image {self.image_shape}, "
                 f"latent {self.latent_size}, on {self.provider})")
 
-    def graph(self, *names: str) -> Graph:
+    def graph(self, *names: str) -> GraphSession:
         for name in names:
             if name in self.graphs:
                 return self.graphs[name]
@@ -117,12 +117,12 @@ class GenfastModel:
 
     def reconstruct(self, images) -> np.ndarray:
         """Autoencoder reconstructions (the VAE's via z = mu), in [0, 1]."""
-        return self._to_unit(self.graph("reconstruct").run(self.images(images))[0])
+        return self._to_unit(self.graph("reconstruct").run(self.input_batch(images))[0])
 
     def denoise(self, images, p: float | None = None, seed: int | None = None) -> np.ndarray:
         """The DAE's restoration of corrupted images; with ``p``, the clean ``images`` are first
         corrupted as in training (each pixel dropped with probability p, kept ones scaled by 1/(1-p))."""
-        x = self.images(images)
+        x = self.input_batch(images)
         if p is not None:
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"p must be in [0, 1), got {p}")
@@ -132,18 +132,18 @@ class GenfastModel:
 
     def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
         """The VAE's (mu, logvar)."""
-        mu, logvar = self.graph("encode").run(self.images(images))
+        mu, logvar = self.graph("encode").run(self.input_batch(images))
         return mu, logvar
 
     def energy(self, images) -> np.ndarray:
         """Per-image energy: ‖y − ỹ‖² of an autoencoder, C(y) of the EBGAN's cost network."""
-        return self.graph("energy").run(self.images(images))[0]
+        return self.graph("energy").run(self.input_batch(images))[0]
 
     def discriminate(self, images) -> np.ndarray:
         """DCGAN's D(x): the probability that each image is real."""
-        return self.graph("discriminate").run(self.images(images))[0]
+        return self.graph("discriminate").run(self.input_batch(images))[0]
 
-    def images(self, images) -> np.ndarray:
+    def input_batch(self, images) -> np.ndarray:
         """A batch (N, C, H, W) in the model's input range from images in [0, 1]: a float array
         (N, C, H, W), (N, H, W) or (H, W), a uint8 array (0-255), a PIL image or a list of them."""
         c, h, w = self.image_shape
@@ -210,7 +210,7 @@ def load(path: str | Path, device: str = "auto", threads: int | None = None,
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         options.intra_op_num_threads = threads
-    graphs: dict[str, Graph] = {}
+    graphs: dict[str, GraphSession] = {}
     for file in files:
         graph = _open(file, providers, options, device)
         if path.is_dir() and graph.metadata.get("dtype", "float32") != dtype:
@@ -254,7 +254,7 @@ def _preload_cuda_libraries() -> None:
 _preload_cuda_libraries.done = False
 
 
-def _open(file: Path, providers: list, options: ort.SessionOptions, device: str) -> Graph:
+def _open(file: Path, providers: list, options: ort.SessionOptions, device: str) -> GraphSession:
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
     try:
@@ -275,10 +275,10 @@ def _open(file: Path, providers: list, options: ort.SessionOptions, device: str)
     if device.startswith("cuda") and running != CUDA:
         raise RuntimeError(f"{file}: the CUDA execution provider did not load (CUDA 13 and cuDNN 9 "
                            f"libraries are needed); it would run on {running}")
-    return Graph(file, session, metadata)
+    return GraphSession(file, session, metadata)
 
 
-def _run_torch(graph: Graph, x) -> list:
+def _run_torch(graph: GraphSession, x) -> list:
     """IO binding of torch tensors: onnxruntime reads and writes torch's memory directly."""
     import torch
 
@@ -314,10 +314,26 @@ def _is_pil(obj) -> bool:
     return type(obj).__module__.startswith("PIL.")
 
 
+MAX_PIXELS = 1 << 24  # width x height of an image file that read_images decodes (Pillow's own limit is 89M)
+
+
+class ImageTooLarge(ValueError):
+    """An image file whose declared size is over the decoding limit (a decompression bomb, or just too big)."""
+
+
 def from_pil(image, c: int, h: int, w: int) -> np.ndarray:
     """A PIL image as a (C, H, W) float array in [0, 1], converted to C channels and resized."""
     from PIL import Image
 
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+        # 16-bit grey (older Pillow opens such PNGs as "I"): convert("L") would clip at 255.
+        grey = Image.fromarray(np.asarray(image, dtype=np.float32) / 65535.0)
+        if grey.size != (w, h):
+            grey = grey.resize((w, h), Image.Resampling.BILINEAR)
+        return np.repeat(np.asarray(grey, dtype=np.float32)[None], c, axis=0)
+    if image.mode in ("I", "F"):
+        raise ValueError(f"a {image.mode}-mode image (32-bit integers or floats) has no known value range: "
+                         "save it as an 8- or 16-bit PNG")
     image = image.convert("L" if c == 1 else "RGB")
     if image.size != (w, h):
         image = image.resize((w, h), Image.Resampling.BILINEAR)
@@ -325,18 +341,41 @@ def from_pil(image, c: int, h: int, w: int) -> np.ndarray:
     return pixels[None] if c == 1 else pixels.transpose(2, 0, 1)
 
 
-def read_images(paths: Iterable[str | Path], model: GenfastModel) -> np.ndarray:
-    """Image files (PNG, JPEG, ...) as a batch in [0, 1] at the model's size and channels."""
+def open_image(source, shape: tuple[int, int, int], formats: tuple[str, ...] | None = None,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image file (a path or a binary file object) as a (C, H, W) float array in [0, 1] for
+    ``shape`` = (C, H, W). Its declared size is checked against ``max_pixels`` before any pixel is
+    decoded (ImageTooLarge); ``formats`` (Pillow's names, e.g. ("PNG", "JPEG")) are the only decoders
+    tried. Any other failure is a ValueError whose message names no Python object."""
     from PIL import Image, UnidentifiedImageError
 
-    c, h, w = model.image_shape
+    try:
+        with Image.open(source, formats=formats) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(f"a {width}x{height} image: more than the limit of {max_pixels} pixels")
+            return from_pil(image, *shape)
+    except (ImageTooLarge, MemoryError):
+        raise
+    except Image.DecompressionBombError as error:  # over Pillow's own limit, checked in Image.open
+        raise ImageTooLarge(str(error)) from None
+    except UnidentifiedImageError:  # its message holds the file object's repr
+        raise ValueError("not a readable image (" + (f"not {' or '.join(formats)})" if formats else
+                                                     "no format Pillow knows)")) from None
+    except Exception as error:  # decoders meet damaged bytes with many types: OSError, SyntaxError, struct.error...
+        raise ValueError(f"not a readable image ({type(error).__name__}: {error})") from None
+
+
+def read_images(paths: Iterable[str | Path], model: GenfastModel, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Image files (PNG, JPEG, ...) as a batch in [0, 1] at the model's size and channels."""
     batch = []
     for path in paths:
+        if not Path(path).is_file():  # a FIFO or a device would block the read
+            raise ValueError(f"{path}: not a regular file")
         try:
-            with Image.open(path) as image:
-                batch.append(from_pil(image, c, h, w))
-        except (OSError, UnidentifiedImageError) as error:
-            raise ValueError(f"{path}: not a readable image ({error})") from None
+            batch.append(open_image(path, model.image_shape, max_pixels=max_pixels))
+        except ValueError as error:  # ImageTooLarge stays itself
+            raise type(error)(f"{path}: {error}") from None
     if not batch:
         raise ValueError("no images given")
     return np.stack(batch)

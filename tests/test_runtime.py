@@ -1,8 +1,13 @@
 """genfast.export.runtime: torch-free import, helpers equal to PyTorch, inputs, errors, IO binding."""
 
+import io
+import os
+import struct
 import subprocess
 import sys
 import textwrap
+import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -126,6 +131,87 @@ def test_inputs_as_pil_uint8_and_unbatched(onnx_exports):
         np.testing.assert_allclose(served.reconstruct(given), expected, atol=1e-6)
     big = Image.fromarray(pixels).resize((56, 56))
     assert served.reconstruct(big).shape == (1, 1, 28, 28)
+
+
+def test_input_batch_maps_unit_images_to_the_model_range(onnx_exports):
+    quarter = np.full((2, 1, 28, 28), 0.25)
+    tanh_model, unit_model = runtime.load(onnx_exports["ae"][1]), runtime.load(onnx_exports["vae"][1])
+    for served, expected in ((tanh_model, -0.5), (unit_model, 0.25)):
+        batch = served.input_batch(quarter)
+        assert batch.dtype == np.float32 and batch.shape == (2, 1, 28, 28)
+        np.testing.assert_array_equal(batch, expected)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height pixels (what Image.open reads), with no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_sixteen_bit_pngs_scale_to_unit(onnx_exports, tmp_path):
+    from PIL import Image
+
+    levels = (np.arange(28 * 28).reshape(28, 28) * 83).astype(np.uint16)  # 784 grey levels up to 65072
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    unit = (levels / 65535.0).astype(np.float32)
+    served = runtime.load(onnx_exports["ae"][1])
+    np.testing.assert_allclose(runtime.read_images([tmp_path / "deep.png"], served)[0, 0], unit, atol=1e-7)
+    with Image.open(tmp_path / "deep.png") as image:  # a PIL image handed to the helpers
+        assert image.mode == "I;16"
+        np.testing.assert_allclose(served.reconstruct(image), served.reconstruct(unit), atol=1e-6)
+    Image.fromarray(np.kron(levels, np.ones((2, 2), np.uint16))).save(tmp_path / "deep56.png")
+    rgb = runtime.open_image(tmp_path / "deep56.png", (3, 28, 28))  # resized, and grey to 3 channels
+    assert rgb.shape == (3, 28, 28) and (rgb[0] == rgb[2]).all()
+    assert abs(rgb.mean() - unit.mean()) < 2e-3 and rgb.max() > 0.98
+    Image.fromarray(levels.astype(np.int32) * 1000).save(tmp_path / "wide.tif")  # 32-bit: no known range
+    with pytest.raises(ValueError, match="wide.tif: .*I-mode image"):
+        runtime.read_images([tmp_path / "wide.tif"], served)
+
+
+def test_oversized_images_fifos_and_other_formats_are_clear_errors(onnx_exports, tmp_path):
+    from PIL import Image
+
+    served = runtime.load(onnx_exports["ae"][1])
+    (tmp_path / "bomb.png").write_bytes(png_declaring(100_000, 100_000))  # over Pillow's own bomb limit
+    (tmp_path / "big.png").write_bytes(png_declaring(5000, 5000))  # over read_images' limit only
+    for name in ("bomb.png", "big.png"):
+        with pytest.raises(runtime.ImageTooLarge, match=f"{name}: .*pixels"):
+            runtime.read_images([tmp_path / name], served)
+    with pytest.raises(runtime.ImageTooLarge, match="limit of 100 pixels"):
+        runtime.read_images([tmp_path / "big.png"], served, max_pixels=100)
+    os.mkfifo(tmp_path / "pipe.png")
+    outcome = []  # opening a FIFO blocks until a writer comes: a daemon thread bounds the wait
+
+    def read_fifo():
+        try:
+            runtime.read_images([tmp_path / "pipe.png"], served)
+        except ValueError as error:
+            outcome.append(str(error))
+
+    reader = threading.Thread(target=read_fifo, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert outcome and "pipe.png: not a regular file" in outcome[0], "read_images blocked on a FIFO"
+    tiff = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tiff, format="TIFF")
+    assert runtime.open_image(io.BytesIO(tiff.getvalue()), (1, 28, 28)).shape == (1, 28, 28)
+    with pytest.raises(ValueError, match=r"not a readable image \(not PNG or JPEG\)"):
+        runtime.open_image(io.BytesIO(tiff.getvalue()), (1, 28, 28), formats=("PNG", "JPEG"))
+    dds = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(dds, format="DDS")
+    damaged = bytearray(dds.getvalue())
+    damaged[80] = 3  # unknown pixel-format flags: Pillow raises NotImplementedError, not OSError
+    with pytest.raises(ValueError, match=r"not a readable image \(NotImplementedError"):
+        runtime.open_image(io.BytesIO(bytes(damaged)), (1, 28, 28))
+    png = io.BytesIO()
+    Image.fromarray(_images(1, (28, 28))[0] > 0.5).save(png, format="PNG")
+    for cut in (40, 100):  # the header cut (Pillow's message holds the BytesIO's repr), the pixels cut
+        with pytest.raises(ValueError, match="not a readable image") as error:
+            runtime.open_image(io.BytesIO(png.getvalue()[:cut]), (1, 28, 28), formats=("PNG",))
+        assert " at 0x" not in str(error.value)
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -268,6 +354,10 @@ def test_sample_and_reconstruct_commands(onnx_exports, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["reconstruct", str(folder), str(tmp_path / "bad.png"), "-o", str(tmp_path / "x.png")])
     assert "not a readable image" in capsys.readouterr().err
+    (tmp_path / "bomb.png").write_bytes(png_declaring(100_000, 100_000))
+    with pytest.raises(SystemExit):
+        cli.main(["reconstruct", str(folder), str(tmp_path / "bomb.png"), "-o", str(tmp_path / "x.png")])
+    assert "bomb.png: " in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()),
