@@ -59,17 +59,24 @@ class _BadRequest(Exception):
         self.status = status
 
 
+def check_limits(request_timeout: float = REQUEST_TIMEOUT, **counts: int) -> None:
+    """Raises ValueError naming the first limit that is not a positive integer (a positive
+    number of seconds for request_timeout)."""
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(request_timeout, bool) or not isinstance(request_timeout, (int, float)) \
+            or not 0 < request_timeout < float("inf"):
+        raise ValueError(f"request_timeout must be a positive number of seconds, got {request_timeout!r}")
+
+
 def make_server(model: runtime.GenfastModel, host: str = "127.0.0.1", port: int = 8000, *,
                 max_batch: int = MAX_BATCH, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
                 max_connections: int = MAX_CONNECTIONS, max_jobs: int = MAX_JOBS, backlog: int = BACKLOG,
                 request_timeout: float = REQUEST_TIMEOUT) -> ThreadingHTTPServer:
     """A server (not yet serving: call serve_forever) answering for ``model``; port 0 picks a free one."""
-    for name, value in (("max_batch", max_batch), ("max_bytes", max_bytes), ("max_pixels", max_pixels),
-                        ("max_connections", max_connections), ("max_jobs", max_jobs), ("backlog", backlog)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not 0 < request_timeout < float("inf"):
-        raise ValueError(f"request_timeout must be a positive number of seconds, got {request_timeout!r}")
+    check_limits(max_batch=max_batch, max_bytes=max_bytes, max_pixels=max_pixels, max_connections=max_connections,
+                 max_jobs=max_jobs, backlog=backlog, request_timeout=request_timeout)
 
     class Handler(_Handler):
         pass

@@ -174,22 +174,36 @@ def _reconstruct(args) -> int:
     return 0
 
 
+# The server's limits: (flag, keyword of serve.make_server, type, help); defaults from export/serve.py.
+_SERVE_LIMITS = (
+    ("--max-batch", "max_batch", int, "images in one request (default 256)"),
+    ("--max-bytes", "max_bytes", int, "bytes of one request body (default 8 MiB)"),
+    ("--max-pixels", "max_pixels", int, "decoded width x height in one request (default 2048^2)"),
+    ("--max-connections", "max_connections", int, "connections served at once; more wait (default 64)"),
+    ("--max-jobs", "max_jobs", int, "requests computing at once (default: the CPU count)"),
+    ("--backlog", "backlog", int, "connections waiting to be accepted (default 1024)"),
+    ("--request-timeout", "request_timeout", float,
+     "seconds for a whole request to arrive, and for its answer to be taken (default 30)"),
+)
+
+
 def _serve_arguments(parser) -> None:
     _exported_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
-    parser.add_argument("--max-batch", type=int, default=256)
-    parser.add_argument("--max-bytes", type=int, default=8 << 20)
+    for flag, keyword, kind, help in _SERVE_LIMITS:
+        parser.add_argument(flag, dest=keyword, type=kind, help=help)
 
 
 def _serve(args) -> int:
     from .export import runtime, serve
 
-    if args.max_batch < 1 or args.max_bytes < 1:
-        raise ValueError("--max-batch and --max-bytes must be positive")
+    limits = {keyword: getattr(args, keyword) for _, keyword, _, _ in _SERVE_LIMITS
+              if getattr(args, keyword) is not None}
+    serve.check_limits(**limits)  # before the model is loaded
     model = runtime.load(args.model, device=args.device, threads=args.threads, dtype=args.dtype)
-    serve.serve(model, args.host, args.port, max_batch=args.max_batch, max_bytes=args.max_bytes)
+    serve.serve(model, args.host, args.port, **limits)
     return 0
 
 

@@ -628,3 +628,20 @@ def test_any_body_gets_a_well_formed_answer(servers, capsys, path, content_type,
         path.encode(), content_type.encode(), len(body))
     check_answers(servers["vae"][0], head + body)
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_serve_command_passes_its_limits_and_refuses_bad_ones(onnx_exports, monkeypatch, capsys):
+    from genfast import cli
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda model, host, port, **limits: seen.update(limits, port=port))
+    folder = str(onnx_exports["vae"][1])
+    assert cli.main(["serve", folder, "--port", "0", "--max-connections", "3", "--max-jobs", "2",
+                     "--max-pixels", "1024", "--request-timeout", "2.5", "--backlog", "16"]) == 0
+    assert seen == {"max_connections": 3, "max_jobs": 2, "max_pixels": 1024, "request_timeout": 2.5,
+                    "backlog": 16, "port": 0}
+    for flag, value in (("--max-connections", "0"), ("--request-timeout", "-1"), ("--max-batch", "0")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["serve", folder, flag, value])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and flag[2:].replace("-", "_") in err
