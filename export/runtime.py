@@ -18,6 +18,7 @@ the graph's metadata.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from collections.abc import Iterable
 from typing import Any
@@ -269,6 +270,7 @@ def _open(file: Path, providers: list, options: ort.SessionOptions, device: str)
                "output_range"} - set(metadata)
     if missing:
         raise ValueError(f"{file}: an ONNX model, but not a genfast export (no {sorted(missing)} metadata)")
+    _check_metadata(file, metadata)
     # The available list says what was compiled in; get_providers() what loaded (the CUDA provider
     # drops out when its libraries are missing).
     running = session.get_providers()[0]
@@ -276,6 +278,34 @@ def _open(file: Path, providers: list, options: ort.SessionOptions, device: str)
         raise RuntimeError(f"{file}: the CUDA execution provider did not load (CUDA 13 and cuDNN 9 "
                            f"libraries are needed); it would run on {running}")
     return GraphSession(file, session, metadata)
+
+
+def _check_metadata(file: Path, metadata: dict[str, str]) -> None:
+    """The genfast metadata the helpers rely on, checked: an edited or damaged file is named."""
+    def parsed(key: str):
+        try:
+            return json.loads(metadata[key])
+        except ValueError:
+            raise ValueError(f"{file}: malformed genfast metadata: {key} is not JSON") from None
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    shape, latent = parsed("image_shape"), parsed("latent_size")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(is_int(d) and 1 <= d <= 1 << 14 for d in shape)
+            and shape[0] in (1, 3)):
+        raise ValueError(f"{file}: malformed genfast metadata: image_shape must be [1 or 3, H, W], "
+                         f"got {metadata['image_shape'][:80]}")
+    if not (is_int(latent) and 1 <= latent <= 1 << 16):
+        raise ValueError(f"{file}: malformed genfast metadata: latent_size must be a positive integer, "
+                         f"got {metadata['latent_size'][:80]}")
+    for key in ("input_range", "output_range"):
+        bounds = parsed(key)
+        if not (isinstance(bounds, list) and len(bounds) == 2
+                and all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
+                and bounds[0] < bounds[1]):
+            raise ValueError(f"{file}: malformed genfast metadata: {key} must be [low, high], "
+                             f"got {metadata[key][:80]}")
 
 
 def _run_torch(graph: GraphSession, x) -> list:

@@ -388,3 +388,25 @@ def test_commands_name_the_missing_extra(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main(["sample", "x.onnx", "-o", "x.png"])
     assert "pip install 'genfast[onnx]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("image_shape", "[1, 28", "image_shape is not JSON"),
+    ("image_shape", "[2, 28, 28]", "image_shape must be"),
+    ("image_shape", "[1, -28, 28]", "image_shape must be"),
+    ("latent_size", "\"20\"", "latent_size must be"),
+    ("input_range", "[1.0, 0.0]", "input_range must be"),
+    ("output_range", "[0, Infinity]", "output_range must be"),
+])
+def test_malformed_metadata_names_the_file(onnx_exports, tmp_path, key, value, message):
+    import onnx
+
+    source = onnx_exports["vae"][1] / "vae_decode.onnx"
+    proto = onnx.load(str(source))
+    for prop in proto.metadata_props:
+        if prop.key == key:
+            prop.value = value
+    damaged = tmp_path / "vae_decode.onnx"
+    onnx.save(proto, str(damaged))
+    with pytest.raises(ValueError, match=f"vae_decode.onnx: malformed genfast metadata: {message}"):
+        runtime.load(damaged)
