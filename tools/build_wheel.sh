@@ -120,7 +120,8 @@ build() {
 inspect() {
   local variant=$1 wheel=$2 show="$WHEEL_OUT/logs/$1-auditwheel-show.txt"
   auditwheel show "$wheel" >"$show" 2>&1 || { cat "$show" >&2; die "auditwheel show failed"; }
-  SUMMARY[$variant.verdict]=$(tr '\n' ' ' <"$show" | grep -o 'is consistent with the following platform tag: "[^"]*"')
+  SUMMARY[$variant.verdict]=$(tr '\n' ' ' <"$show" | grep -o 'is consistent with the following platform tag: "[^"]*"') \
+    || die "auditwheel show names no manylinux tag for the $variant wheel (see $show)"
   local facts
   facts=$("$WHEEL_TOOLS/bin/python" "$ROOT/tools/check_wheel.py" "$wheel" "$variant") || die "$variant wheel failed its checks"
   while IFS='=' read -r key value; do SUMMARY[$variant.$key]=$value; done <<<"$facts"
