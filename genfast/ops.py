@@ -35,12 +35,12 @@ __all__ = [
     "vae_loss",
 ]
 
-_DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
-_TERMS = {"none": 0, "bce": 1, "bce_logits": 2, "kl": 3}
-REDUCTIONS = ("sum", "mean", "none")
-# Elements per row when a loss has no row structure of its own (BCE): fixed, so that results do
-# not depend on the shape or on the number of threads.
-_FLAT_ROW = 4096
+# Read from the C ABI (csrc/kernels.h, exported by csrc/bindings.cpp), not copied.
+_DTYPE_CODES = {getattr(torch, name): code for name, code in _C.DType.__members__.items()}
+_TERMS = dict(_C.LossTerm.__members__)
+_REDUCTION_CODES = dict(_C.Reduction.__members__)
+REDUCTIONS = tuple(_REDUCTION_CODES)
+_FLAT_ROW = _C.FLAT_ROW_ELEMENTS
 
 _cuda_built = bool(_C.build_info()["cuda"])
 
@@ -376,9 +376,8 @@ _DROPOUT_CORRUPT = _define("dropout_corrupt", _dropout_corrupt_impl, _dropout_co
 
 def _run_fused_loss(
     *, term_a: str, x_a: Tensor, y_a: Tensor, rows: int, cols_a: int, reduction: str,
-    divisor: float, grad_x_a: bool, grad_y_a: bool, grad_scale_a: float,
-    term_b: str = "none", x_b: Optional[Tensor] = None, y_b: Optional[Tensor] = None,
-    cols_b: int = 0, weight_b: float = 1.0, grad_b: bool = False, grad_scale_b: float = 1.0,
+    grad_x_a: bool, grad_y_a: bool, term_b: str = "none", x_b: Optional[Tensor] = None,
+    y_b: Optional[Tensor] = None, cols_b: int = 0, weight_b: float = 1.0, grad_b: bool = False,
     elementwise: bool = False,
 ) -> tuple[Tensor, ...]:
     """Runs the fused loss kernel; returns (loss, grad_x_a, grad_y_a, grad_x_b, grad_y_b).
@@ -393,27 +392,22 @@ def _run_fused_loss(
     gx_b = _grad_buffer(grad_b, x_b) if x_b is not None else None
     gy_b = _grad_buffer(grad_b, y_b) if y_b is not None else None
 
-    if reduction == "none":
-        out_total, out_rows, out_elems = 0, (0 if elementwise else _ptr(loss)), (_ptr(loss) if elementwise else 0)
-    else:
-        out_total, out_rows, out_elems = loss.data_ptr(), 0, 0
+    problem = _C.LossProblem()
+    problem.dtype, problem.reduction, problem.per_element = (
+        _DTYPE_CODES[x_a.dtype], _REDUCTION_CODES[reduction], elementwise)
+    problem.rows, problem.out = rows, loss.data_ptr()
+    for segment, term, x, y, cols, gx, gy in ((problem.a, term_a, x_a, y_a, cols_a, gx_a, gy_a),
+                                              (problem.b, term_b, x_b, y_b, cols_b, gx_b, gy_b)):
+        segment.term, segment.cols = _TERMS[term], cols
+        segment.n = x.numel() if x is not None else 0
+        segment.x, segment.y, segment.grad_x, segment.grad_y = _ptr(x), _ptr(y), _ptr(gx), _ptr(gy)
+    problem.b.weight = weight_b
     device, stream, threads = _launch(x_a)
-    workspace = None
     if device >= 0 and reduction != "none":
-        # Row sums plus the zeroed arrival counter of the last-block reduction.
-        workspace = torch.zeros(rows + 1, dtype=torch.float64, device=x_a.device)
-    _C.fused_loss(
-        _DTYPE_CODES[x_a.dtype], _TERMS[term_a], _TERMS[term_b], rows, cols_a, x_a.numel(), cols_b,
-        _ptr(x_a), _ptr(y_a), _ptr(x_b), _ptr(y_b), weight_b,
-        out_total, divisor if reduction == "mean" else 1.0, out_rows, out_elems,
-        _ptr(gx_a), _ptr(gy_a), _ptr(gx_b), _ptr(gy_b), grad_scale_a, grad_scale_b,
-        _ptr(workspace), device, stream, threads,
-    )
+        workspace = torch.zeros(_C.LossProblem.workspace_bytes(rows), dtype=torch.uint8, device=x_a.device)
+        problem.workspace = workspace.data_ptr()
+    _C.fused_loss(problem, device, stream, threads)
     return loss, gx_a, gy_a, gx_b, gy_b
-
-
-def _mean_scale(reduction: str, count: int) -> float:
-    return 1.0 / count if reduction == "mean" and count > 0 else 1.0
 
 
 def _scale_saved_grad(saved: Tensor, computed: bool, grad_out: Tensor, reduction: str,
@@ -484,8 +478,8 @@ def _kl_divergence_impl(
     mu, logvar = mu.contiguous(), logvar.contiguous()
     rows, cols = _rows_and_cols(mu)
     loss, g_mu, g_logvar, _, _ = _run_fused_loss(
-        term_a="kl", x_a=mu, y_a=logvar, rows=rows, cols_a=cols, reduction=reduction, divisor=rows,
-        grad_x_a=compute_grad, grad_y_a=compute_grad, grad_scale_a=_mean_scale(reduction, rows),
+        term_a="kl", x_a=mu, y_a=logvar, rows=rows, cols_a=cols, reduction=reduction,
+        grad_x_a=compute_grad, grad_y_a=compute_grad,
     )
     return loss, g_mu, g_logvar
 
@@ -521,8 +515,7 @@ def _bce(term: str, x: Tensor, target: Tensor, reduction: str, grad_x: bool, gra
     n = x.numel()
     loss, gx, gt, _, _ = _run_fused_loss(
         term_a=term, x_a=x, y_a=target, rows=-(-n // _FLAT_ROW), cols_a=_FLAT_ROW,
-        reduction=reduction, divisor=n, grad_x_a=grad_x, grad_y_a=grad_target,
-        grad_scale_a=_mean_scale(reduction, n), elementwise=True,
+        reduction=reduction, grad_x_a=grad_x, grad_y_a=grad_target, elementwise=True,
     )
     return loss, gx, gt
 
@@ -597,13 +590,10 @@ def _vae_loss_impl(
     _validate_vae(recon, target, mu, logvar, beta, reduction)
     recon, target, mu, logvar = (t.contiguous() for t in (recon, target, mu, logvar))
     rows, cols_a = _rows_and_cols(recon)
-    mean = _mean_scale(reduction, rows)
     loss, g_recon, g_target, g_mu, g_logvar = _run_fused_loss(
         term_a="bce_logits" if from_logits else "bce", x_a=recon, y_a=target, rows=rows,
-        cols_a=cols_a, reduction=reduction, divisor=rows, grad_x_a=grad_inputs,
-        grad_y_a=grad_target, grad_scale_a=mean, term_b="kl", x_b=mu, y_b=logvar,
-        cols_b=_rows_and_cols(mu)[1], weight_b=float(beta), grad_b=grad_inputs,
-        grad_scale_b=float(beta) * mean,
+        cols_a=cols_a, reduction=reduction, grad_x_a=grad_inputs, grad_y_a=grad_target, term_b="kl",
+        x_b=mu, y_b=logvar, cols_b=_rows_and_cols(mu)[1], weight_b=float(beta), grad_b=grad_inputs,
     )
     return loss, g_recon, g_target, g_mu, g_logvar
 
