@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import genfast
-from genfast import ops
+from genfast.ops import _registration
 
 CUDA = torch.cuda.is_available() and genfast.build_info()["cuda"]
 DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
@@ -28,9 +28,9 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def poison_outputs():
     """Every kernel output starts as NaN (or 0xA5 bytes): an element left unwritten fails."""
-    ops.poison_outputs = True
+    _registration.poison_outputs = True
     yield
-    ops.poison_outputs = False
+    _registration.poison_outputs = False
 
 
 @pytest.fixture(params=DEVICES)
