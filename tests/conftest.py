@@ -2,6 +2,7 @@ import importlib.util
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 import genfast
 from genfast.ops import _registration
@@ -50,6 +51,20 @@ def assert_close(actual, expected, dtype, scale=1.0):
     expected = expected.detach().to(dtype).double() if dtype != torch.float64 else expected
     torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), rtol=rtol,
                                atol=atol * scale, equal_nan=True)
+
+
+class PassThrough(TorchFunctionMode):
+    """Any torch-function mode sends genfast's calls through the dispatcher (the custom ops) instead
+    of the eager shortcut; this one records which genfast ops it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.genfast_ops = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if str(func).startswith("genfast."):
+            self.genfast_ops.add(str(func).split(".")[1])
+        return func(*args, **(kwargs or {}))
 
 
 def as64(*tensors):

@@ -102,8 +102,9 @@ def test_gradcheck(kind):
         x = (0.05 + 0.9 * x.detach()).requires_grad_()  # keep finite differences inside (0, 1)
     target = target.detach().requires_grad_()
     op = OPS[kind][0]
-    for reduction in ("mean", "none"):
+    for reduction in ("mean", "sum", "none"):
         assert torch.autograd.gradcheck(lambda a, b: op(a, b, reduction), (x, target))
+        assert torch.autograd.gradgradcheck(lambda a, b: op(a, b, reduction), (x, target))
 
 
 @pytest.mark.parametrize("name", ["binary_cross_entropy", "binary_cross_entropy_with_logits"])

@@ -89,6 +89,7 @@ def test_cpu_and_cuda_masks_are_bit_identical():
 def test_gradcheck():
     x = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: genfast.dropout_corrupt(t, 0.4, seed=1)[0], (x,))
+    assert torch.autograd.gradgradcheck(lambda t: genfast.dropout_corrupt(t, 0.4, seed=1)[0], (x,))
 
 
 def test_opcheck(device):

@@ -2,25 +2,11 @@
 an autograd.Function around the same implementation (genfast/ops/_registration.py): both routes
 give the same bits."""
 
-import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 import genfast
 from genfast.ops import _registration
-
-
-class PassThrough(TorchFunctionMode):
-    """Any torch-function mode sends genfast's calls through the dispatcher; this one records them."""
-
-    def __init__(self):
-        super().__init__()
-        self.genfast_ops = set()
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if str(func).startswith("genfast."):
-            self.genfast_ops.add(str(func).split(".")[1])
-        return func(*args, **(kwargs or {}))
+from conftest import PassThrough
 
 
 def _run_all():
@@ -71,11 +57,3 @@ def test_fast_path_only_in_plain_eager():
     assert not _registration.plain_eager([t.to("meta")])
     assert not torch.func.vmap(lambda x: torch.tensor(_registration.plain_eager([x])))(torch.ones(3, 2)).any()
 
-
-def test_double_backward_through_a_backward_kernel_is_an_error():
-    mu = torch.randn(4, requires_grad=True)
-    logvar = torch.randn(4, requires_grad=True)
-    z = genfast.reparameterise(mu, logvar, seed=3)
-    (g,) = torch.autograd.grad(z.sum(), logvar, create_graph=True)
-    with pytest.raises(RuntimeError):
-        g.sum().backward()

@@ -42,6 +42,7 @@ def test_empty_batch_mean_is_nan_like_torch():
 def test_gradcheck(reduction):
     mu, logvar = (t.detach().requires_grad_() for t in _inputs((5, 7), "cpu", torch.float64))
     assert torch.autograd.gradcheck(lambda m, v: genfast.kl_divergence(m, v, reduction), (mu, logvar))
+    assert torch.autograd.gradgradcheck(lambda m, v: genfast.kl_divergence(m, v, reduction), (mu, logvar))
 
 
 def test_opcheck(device):

@@ -84,6 +84,7 @@ def test_gradcheck():
     mu = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     logvar = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda m, v: genfast.reparameterise(m, v, seed=4), (mu, logvar))
+    assert torch.autograd.gradgradcheck(lambda m, v: genfast.reparameterise(m, v, seed=4), (mu, logvar))
 
 
 def test_opcheck(device):

@@ -60,13 +60,16 @@ def test_only_requested_gradients_are_computed():
     assert all(g.numel() == 0 for g in out[1:])
 
 
-def test_gradcheck():
-    recon, target, mu, logvar = (t.detach() for t in _inputs(3, "cpu", torch.float64, pixels=6, latent=2))
-    recon = (0.05 + 0.9 * recon).requires_grad_()
-    mu.requires_grad_(), logvar.requires_grad_()
-    for reduction in ("sum", "none"):
-        assert torch.autograd.gradcheck(
-            lambda r, m, v: genfast.vae_loss(r, target, m, v, 0.5, False, reduction), (recon, mu, logvar))
+@pytest.mark.parametrize("from_logits", [False, True], ids=["probs", "logits"])
+def test_gradcheck(from_logits):
+    recon, target, mu, logvar = (t.detach() for t in _inputs(3, "cpu", torch.float64, from_logits, pixels=6, latent=2))
+    if not from_logits:
+        recon = 0.05 + 0.9 * recon  # keep finite differences inside (0, 1)
+    inputs = (recon.requires_grad_(), target.requires_grad_(), mu.requires_grad_(), logvar.requires_grad_())
+    for reduction in ("sum", "mean", "none"):
+        loss = lambda r, t, m, v: genfast.vae_loss(r, t, m, v, 0.5, from_logits, reduction)  # noqa: E731
+        assert torch.autograd.gradcheck(loss, inputs)
+        assert torch.autograd.gradgradcheck(loss, inputs)
 
 
 def test_opcheck(device):

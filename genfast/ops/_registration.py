@@ -64,16 +64,10 @@ class Op(NamedTuple):
     impl: Callable       # the implementation alone
 
 
-def define(name: str, impl, fake, setup_context=None, backward=None) -> Op:
-    """Registers impl as the custom op genfast::name, with its fake kernel and autograd formula.
-
-    An op without a backward (the backward kernels themselves) sends calls that record gradients
-    through the dispatcher, so that differentiating through it fails loudly.
-    """
+def define(name: str, impl, fake, setup_context, backward) -> Op:
+    """Registers impl as the custom op genfast::name, with its fake kernel and autograd formula."""
     custom_op = torch.library.custom_op(f"genfast::{name}", impl, mutates_args=())
     custom_op.register_fake(fake)
-    if backward is None:
-        return Op(custom_op, custom_op, impl)
     custom_op.register_autograd(backward, setup_context=setup_context)
 
     # Old-style forward(ctx, ...): a separate setup_context staticmethod would make apply() bind

@@ -93,6 +93,17 @@ def _grad_x_fake(grad_out, mask, p):
     return grad_out.new_empty(grad_out.shape)
 
 
-_GRAD_X = define("dropout_corrupt_backward", _grad_x, _grad_x_fake)
+def _grad_x_setup(ctx, inputs, output):
+    ctx.p = inputs[2]
+    ctx.save_for_backward(inputs[1])
+
+
+def _grad_x_backward(ctx, grad):
+    """grad_x = grad_out * m is linear in grad_out with the same m: its backward is itself."""
+    (mask,) = ctx.saved_tensors
+    return call(_GRAD_X, grad, mask, ctx.p), None, None
+
+
+_GRAD_X = define("dropout_corrupt_backward", _grad_x, _grad_x_fake, _grad_x_setup, _grad_x_backward)
 _DROPOUT_CORRUPT = define("dropout_corrupt", _dropout_corrupt, _dropout_corrupt_fake, _dropout_corrupt_setup,
                           _dropout_corrupt_backward)

@@ -5,7 +5,7 @@ csrc/genfast_math.h.
 
 Each op computes the input gradients in the same pass as the loss when asked to (its grad_* flags,
 set by the public function when autograd needs them); its backward then only scales the saved
-gradients by grad_output.
+gradients by grad_output, unless it must build a graph (see Autograd below).
 """
 
 from __future__ import annotations
@@ -69,24 +69,42 @@ def _fused_loss(term_a, x_a, y_a, reduction: str, grad_x_a: bool, grad_y_a: bool
     return (loss, *(g if g is not None else x_a.new_empty(0) for g in grads))
 
 
-# Autograd: the backward of every fused loss scales the saved d loss / d input by grad_output.
+# Autograd. A plain backward scales the gradients the forward pass saved by grad_output. Those are
+# constants to autograd, so a backward that builds a graph (create_graph=True: higher derivatives,
+# gradient penalties) recomputes the gradients from the saved inputs with torch ops instead,
+# which autograd differentiates further.
 
 
-def _setup(ctx, output, reduction: str, computed: tuple[bool, ...]) -> None:
+def _setup(ctx, inputs: tuple, output: tuple, segments: tuple, reduction: str, per_row: bool,
+           computed: tuple[bool, ...]) -> None:
+    """segments: (term, weight) of each segment, whose (x, y) are the next two tensor inputs."""
     ctx.set_materialize_grads(False)  # the gradient outputs get no gradient: skip their zero fill
-    ctx.reduction = reduction
-    ctx.computed = computed
+    ctx.segments, ctx.reduction, ctx.per_row, ctx.computed = segments, reduction, per_row, computed
     ctx.mark_non_differentiable(*output[1:])
-    ctx.save_for_backward(*output[1:])
+    ctx.save_for_backward(*inputs[:len(computed)], *output[1:])
 
 
-def _scaled(saved: Tensor, computed: bool, grad_out: Tensor, reduction: str, per_row: bool) -> Tensor:
+def _backward(ctx, grad_loss: Optional[Tensor]) -> list[Optional[Tensor]]:
+    """Gradients for the tensor inputs of a fused loss op, in order (None where not needed, and
+    all None for an undefined grad_loss: gradients are not materialised)."""
+    if grad_loss is None:
+        return [None] * len(ctx.computed)
+    n_inputs = len(ctx.computed)
+    inputs, saved_grads = ctx.saved_tensors[:n_inputs], ctx.saved_tensors[n_inputs:]
+    if torch.is_grad_enabled():
+        grads = _differentiable_grads(ctx, inputs, grad_loss)
+        return [g if ctx.needs_input_grad[i] else None for i, g in enumerate(grads)]
+    return [_scaled(ctx, saved, computed, grad_loss) if ctx.needs_input_grad[i] else None
+            for i, (saved, computed) in enumerate(zip(saved_grads, ctx.computed))]
+
+
+def _scaled(ctx, saved: Tensor, computed: bool, grad_out: Tensor) -> Tensor:
     if not computed:
         raise RuntimeError(
             "genfast: this loss was computed without that input's gradient (its grad_* flag was "
             "False); call the public genfast function, which sets the flags when autograd needs them"
         )
-    if reduction == "none" and per_row:
+    if ctx.reduction == "none" and ctx.per_row:
         grad_out = grad_out.reshape(grad_out.shape + (1,) * (saved.dim() - 1))
     elif type(grad_out) is Tensor and grad_out.dim() == 0 and grad_out.is_cpu and grad_out.item() == 1.0:
         # loss.backward() on CPU: the saved gradient is the answer. Returning it is safe: while
@@ -96,15 +114,28 @@ def _scaled(saved: Tensor, computed: bool, grad_out: Tensor, reduction: str, per
     return saved * grad_out
 
 
-def _backward(ctx, grad_loss: Optional[Tensor], per_row: bool) -> list[Optional[Tensor]]:
-    """Gradients for the tensor inputs of a fused loss op, in order (None where not needed, and
-    all None for an undefined grad_loss: gradients are not materialised)."""
-    if grad_loss is None:
-        return [None] * len(ctx.computed)
-    return [
-        _scaled(saved, computed, grad_loss, ctx.reduction, per_row) if ctx.needs_input_grad[i] else None
-        for i, (saved, computed) in enumerate(zip(ctx.saved_tensors, ctx.computed))
-    ]
+def _differentiable_grads(ctx, inputs: tuple[Tensor, ...], grad_loss: Tensor) -> list[Tensor]:
+    count = inputs[0].shape[0] if ctx.per_row else inputs[0].numel()
+    if ctx.reduction == "mean" and count > 0:
+        grad_loss = grad_loss / count
+    grads = []
+    for (term, weight), x, y in zip(ctx.segments, inputs[0::2], inputs[1::2]):
+        scale = weight * grad_loss.reshape(grad_loss.shape + (1,) * (x.dim() - grad_loss.dim()))
+        grads += [d * scale for d in _term_derivatives(term, x, y)]
+    return grads
+
+
+def _term_derivatives(term, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """d term / dx and d term / dy per element in torch ops: csrc/genfast_math.h's grad_x and
+    grad_y (BCE: torch's log clamp at -100 and denominator floor at 1e-12, NaN outside [0, 1])."""
+    if term == _C.LossTerm.kl:
+        return x, 0.5 * (torch.exp(y) - 1)
+    if term == _C.LossTerm.bce_logits:
+        return torch.sigmoid(x) - y, -x
+    d_x = (x - y) / ((1 - x) * x).clamp_min(1e-12)
+    d_y = torch.log1p(-x).clamp_min(-100) - torch.log(x).clamp_min(-100)
+    outside = (x < 0) | (x > 1)
+    return d_x.masked_fill(outside, float("nan")), d_y.masked_fill(outside, float("nan"))
 
 
 def _grad_like(t: Tensor, wanted: bool) -> Tensor:
@@ -144,11 +175,12 @@ def _kl_divergence_fake(mu, logvar, reduction, compute_grad):
 
 
 def _kl_divergence_setup(ctx, inputs, output):
-    _setup(ctx, output, inputs[2], (inputs[3], inputs[3]))
+    compute_grad = inputs[3]
+    _setup(ctx, inputs, output, ((_C.LossTerm.kl, 1.0),), inputs[2], True, (compute_grad, compute_grad))
 
 
 def _kl_divergence_backward(ctx, grad_loss, *_unused):
-    return *_backward(ctx, grad_loss, per_row=True), None, None
+    return *_backward(ctx, grad_loss), None, None
 
 
 _KL_DIVERGENCE = define("kl_divergence", _kl_divergence, _kl_divergence_fake, _kl_divergence_setup,
@@ -189,11 +221,15 @@ def _bce_fake(x, reduction, grad_x, grad_target):
 
 
 def _bce_setup(ctx, inputs, output):
-    _setup(ctx, output, inputs[2], (inputs[3], inputs[4]))
+    _setup(ctx, inputs, output, ((_C.LossTerm.bce, 1.0),), inputs[2], False, (inputs[3], inputs[4]))
+
+
+def _bce_logits_setup(ctx, inputs, output):
+    _setup(ctx, inputs, output, ((_C.LossTerm.bce_logits, 1.0),), inputs[2], False, (inputs[3], inputs[4]))
 
 
 def _bce_backward(ctx, grad_loss, *_unused):
-    return *_backward(ctx, grad_loss, per_row=False), None, None, None
+    return *_backward(ctx, grad_loss), None, None, None
 
 
 def _binary_cross_entropy(probs: Tensor, target: Tensor, reduction: str, grad_probs: bool,
@@ -222,7 +258,7 @@ _BINARY_CROSS_ENTROPY = define("binary_cross_entropy", _binary_cross_entropy, _b
                                _bce_setup, _bce_backward)
 _BINARY_CROSS_ENTROPY_WITH_LOGITS = define(
     "binary_cross_entropy_with_logits", _binary_cross_entropy_with_logits,
-    _binary_cross_entropy_with_logits_fake, _bce_setup, _bce_backward)
+    _binary_cross_entropy_with_logits_fake, _bce_logits_setup, _bce_backward)
 
 
 # vae_loss: BCE per sample (segment A) + beta * KL per sample (segment B), one launch -------------
@@ -273,12 +309,13 @@ def _vae_loss_fake(recon, target, mu, logvar, beta, from_logits, reduction, grad
 
 
 def _vae_loss_setup(ctx, inputs, output):
-    grad_inputs, grad_target = inputs[7], inputs[8]
-    _setup(ctx, output, inputs[6], (grad_inputs, grad_target, grad_inputs, grad_inputs))
+    beta, from_logits, reduction, grad_inputs, grad_target = inputs[4:]
+    segments = ((_C.LossTerm.bce_logits if from_logits else _C.LossTerm.bce, 1.0), (_C.LossTerm.kl, float(beta)))
+    _setup(ctx, inputs, output, segments, reduction, True, (grad_inputs, grad_target, grad_inputs, grad_inputs))
 
 
 def _vae_loss_backward(ctx, grad_loss, *_unused):
-    return *_backward(ctx, grad_loss, per_row=True), None, None, None, None, None
+    return *_backward(ctx, grad_loss), None, None, None, None, None
 
 
 _VAE_LOSS = define("vae_loss", _vae_loss, _vae_loss_fake, _vae_loss_setup, _vae_loss_backward)

@@ -80,6 +80,20 @@ def _grad_logvar_fake(grad_z, logvar, seed_offset):
     return logvar.new_empty(logvar.shape)
 
 
-_GRAD_LOGVAR = define("reparameterise_backward", _grad_logvar, _grad_logvar_fake)
+def _grad_logvar_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _grad_logvar_backward(ctx, grad):
+    """grad_logvar is linear in grad_z, and its derivative in logvar is half of itself: both are
+    this op again (so derivatives of any order are)."""
+    grad_z, logvar, seed_offset = ctx.saved_tensors
+    return (call(_GRAD_LOGVAR, grad, logvar, seed_offset) if ctx.needs_input_grad[0] else None,
+            0.5 * call(_GRAD_LOGVAR, grad_z * grad, logvar, seed_offset) if ctx.needs_input_grad[1] else None,
+            None)
+
+
+_GRAD_LOGVAR = define("reparameterise_backward", _grad_logvar, _grad_logvar_fake, _grad_logvar_setup,
+                      _grad_logvar_backward)
 _REPARAMETERISE = define("reparameterise", _reparameterise, _reparameterise_fake, _reparameterise_setup,
                          _reparameterise_backward)
