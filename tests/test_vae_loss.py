@@ -63,8 +63,8 @@ def test_only_requested_gradients_are_computed():
 @pytest.mark.parametrize("from_logits", [False, True], ids=["probs", "logits"])
 def test_gradcheck(from_logits):
     recon, target, mu, logvar = (t.detach() for t in _inputs(3, "cpu", torch.float64, from_logits, pixels=6, latent=2))
-    if not from_logits:
-        recon = 0.05 + 0.9 * recon  # keep finite differences inside (0, 1)
+    if not from_logits:  # keep finite differences inside (0, 1), where the loss is defined
+        recon, target = 0.05 + 0.9 * recon, 0.05 + 0.9 * target
     inputs = (recon.requires_grad_(), target.requires_grad_(), mu.requires_grad_(), logvar.requires_grad_())
     for reduction in ("sum", "mean", "none"):
         loss = lambda r, t, m, v: genfast.vae_loss(r, t, m, v, 0.5, from_logits, reduction)  # noqa: E731

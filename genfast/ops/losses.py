@@ -127,14 +127,15 @@ def _differentiable_grads(ctx, inputs: tuple[Tensor, ...], grad_loss: Tensor) ->
 
 def _term_derivatives(term, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """d term / dx and d term / dy per element in torch ops: csrc/genfast_math.h's grad_x and
-    grad_y (BCE: torch's log clamp at -100 and denominator floor at 1e-12, NaN outside [0, 1])."""
+    grad_y (BCE: torch's log clamp at -100 and denominator floor at 1e-12, NaN where a probability
+    or target is outside [0, 1])."""
     if term == _C.LossTerm.kl:
         return x, 0.5 * (torch.exp(y) - 1)
     if term == _C.LossTerm.bce_logits:
         return torch.sigmoid(x) - y, -x
     d_x = (x - y) / ((1 - x) * x).clamp_min(1e-12)
     d_y = torch.log1p(-x).clamp_min(-100) - torch.log(x).clamp_min(-100)
-    outside = (x < 0) | (x > 1)
+    outside = ~((x >= 0) & (x <= 1) & (y >= 0) & (y <= 1))  # NaN included, as BceTerm::in_domain
     return d_x.masked_fill(outside, float("nan")), d_y.masked_fill(outside, float("nan"))
 
 
@@ -193,14 +194,16 @@ _KL_DIVERGENCE = define("kl_divergence", _kl_divergence, _kl_divergence_fake, _k
 def binary_cross_entropy(probs: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Matches torch.nn.functional.binary_cross_entropy (logs clamped at -100) and its gradients.
 
-    Unlike torch it does not scan the input for values outside [0, 1] (that would cost a device
-    synchronisation): such inputs give NaN.
+    Where torch raises, for a probability or target outside [0, 1], genfast gives NaN: the loss
+    (of that element, and so any reduction over it) and the gradients of that element are NaN.
+    genfast does not scan the inputs first, which would cost a device synchronisation.
     """
     return call(_BINARY_CROSS_ENTROPY, probs, target, reduction, wants_grad(probs), wants_grad(target))[0]
 
 
 def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    """Numerically stable BCE on logits, matching torch.nn.functional.binary_cross_entropy_with_logits."""
+    """Numerically stable BCE on logits, matching torch.nn.functional.binary_cross_entropy_with_logits
+    (which, like genfast, accepts targets outside [0, 1] and computes the same formula for them)."""
     return call(_BINARY_CROSS_ENTROPY_WITH_LOGITS, logits, target, reduction, wants_grad(logits),
                 wants_grad(target))[0]
 
@@ -271,7 +274,8 @@ def vae_loss(
     """The VAE free energy BCE(recon, target, sum) + beta * KL(mu, logvar), in one kernel launch.
 
     recon are probabilities (or logits with ``from_logits=True``); dim 0 is the batch. reduction:
-    'sum' (the practicum's), 'none' per sample, 'mean' the mean over samples.
+    'sum' (the practicum's), 'none' per sample, 'mean' the mean over samples. Out-of-range
+    probabilities and targets give NaN as in :func:`binary_cross_entropy`.
     """
     return call(_VAE_LOSS, recon, target, mu, logvar, beta, bool(from_logits), reduction,
                 wants_grad(recon, mu, logvar), wants_grad(target))[0]
