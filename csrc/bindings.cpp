@@ -113,6 +113,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("dropout_forward", &dropout_forward);
   m.def("dropout_backward", &dropout_backward);
   m.def("fused_loss", &fused_loss);
+  m.def("fused_loss_scratch_bytes", &gf::cpu::fused_loss_scratch_bytes,
+        "Bytes the CPU fused loss's per-thread scratch buffers hold now, all threads together");
   m.def("build_info", &gf::build_info);
   m.def("_philox_words", &philox_words);
 }

@@ -68,6 +68,8 @@ void dropout_forward(DType dtype, int64_t n, uintptr_t x, uint32_t keep_threshol
 void dropout_backward(DType dtype, int64_t n, uintptr_t grad_out, uintptr_t mask, double scale,
                       uintptr_t grad_x, int threads);
 void fused_loss(const LossProblem& problem, int threads);
+// Bytes that the fused loss's per-thread scratch buffers hold now, all threads together.
+int64_t fused_loss_scratch_bytes();
 }  // namespace cpu
 
 namespace cuda {

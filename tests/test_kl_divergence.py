@@ -2,10 +2,11 @@ import pytest
 import torch
 
 import genfast
-from genfast import reference
+from genfast import _C, reference
 from conftest import PRIME_BATCH, as64, assert_close
 
-SHAPES = [(1, 1), (3, 20), (PRIME_BATCH, 20), (2, 4097), (4, 3, 5), (0, 20)]
+# (2, 3 * 8192 + 5): rows wider than the CPU kernel's scratch, summed in pieces.
+SHAPES = [(1, 1), (3, 20), (PRIME_BATCH, 20), (2, 4097), (2, 3 * 8192 + 5), (4, 3, 5), (0, 20)]
 
 
 def _inputs(shape, device, dtype, seed=0):
@@ -74,3 +75,14 @@ def test_gradients_flags_are_respected():
     assert g_mu.numel() == 0 and g_logvar.numel() == 0
     with pytest.raises(RuntimeError, match="without that input's gradient"):
         loss.backward()
+
+
+def test_cpu_scratch_stays_bounded():
+    """The CPU kernel's per-thread scratch has a fixed size, whatever the rows it has seen (it used
+    to keep the widest row's size forever: 512 MB after a (2, 2**25) float64 loss)."""
+    wide = torch.rand(2, 2**21, dtype=torch.float64, requires_grad=True)
+    genfast.kl_divergence(wide, wide, "none").sum().backward()
+    genfast.vae_loss(wide, wide.detach(), wide, wide, reduction="none")
+    held = _C.fused_loss_scratch_bytes()
+    per_thread = 2 * 8192 * 8
+    assert per_thread <= held <= 16 * per_thread, held  # a few threads' scratch, not a 16 MB row

@@ -35,6 +35,20 @@ def test_matches_reference(device, dtype, from_logits, reduction, batch):
         assert_close(got.grad, want.grad, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_rows_wider_than_the_cpu_scratch(device, dtype):
+    """Rows of 3 * 8192 + 5 pixels and latents are summed (and differentiated) in pieces."""
+    recon, target, mu, logvar = _inputs(3, device, dtype, pixels=3 * 8192 + 5, latent=3 * 8192 + 5)
+    r64, t64, mu64, lv64 = as64(recon, target, mu, logvar)
+    out = genfast.vae_loss(recon, target, mu, logvar, 0.7, reduction="none")
+    ref = reference.vae_loss(r64, t64, mu64, lv64, 0.7, reduction="none")
+    assert_close(out, ref, dtype)
+    out.backward(torch.tensor([0.5, 1.0, 2.0], device=device, dtype=dtype))
+    ref.backward(torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64))
+    for got, want in ((recon, r64), (mu, mu64), (logvar, lv64)):
+        assert_close(got.grad, want.grad, dtype)
+
+
 def test_is_bce_sum_plus_beta_kl(device):
     recon, target, mu, logvar = _inputs(9, device, torch.float64)
     fused = genfast.vae_loss(recon, target, mu, logvar, beta=2.5)
