@@ -10,11 +10,9 @@ namespace {
 }
 }  // namespace
 
-bool available() { return false; }
-std::string version() { return ""; }
-void reparameterise_forward(int, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int, uintptr_t) { unavailable(); }
-void reparameterise_backward(int, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int, uintptr_t) { unavailable(); }
-void dropout_forward(int, int64_t, uintptr_t, uint32_t, double, uintptr_t, uintptr_t, uintptr_t, int, uintptr_t) { unavailable(); }
-void dropout_backward(int, int64_t, uintptr_t, uintptr_t, double, uintptr_t, int, uintptr_t) { unavailable(); }
+void reparameterise_forward(DType, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int, uintptr_t) { unavailable(); }
+void reparameterise_backward(DType, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int, uintptr_t) { unavailable(); }
+void dropout_forward(DType, int64_t, uintptr_t, uint32_t, double, uintptr_t, uintptr_t, uintptr_t, int, uintptr_t) { unavailable(); }
+void dropout_backward(DType, int64_t, uintptr_t, uintptr_t, double, uintptr_t, int, uintptr_t) { unavailable(); }
 void fused_loss(const LossProblem&, int, uintptr_t) { unavailable(); }
 }  // namespace gf::cuda

@@ -276,19 +276,24 @@ template <class T> GF_HD T dropout_apply(T x, bool kept, T scale) { return x * (
 template <class T> GF_HD T clamp_log(T v) { return v < T(-100) ? T(-100) : v; }  // NaN passes
 
 // torch.nn.functional.binary_cross_entropy: logs clamped at -100, gradient denominator at 1e-12.
-// Probabilities outside [0, 1] (NaN included) give NaN.
+// Where torch raises (a probability or target outside [0, 1]) the loss and both gradients are NaN,
+// as they are for NaN inputs.
 struct BceTerm {
+  template <class T> GF_HD static bool in_domain(T p, T t) {
+    return (p >= T(0)) & (p <= T(1)) & (t >= T(0)) & (t <= T(1));
+  }
   template <class T> GF_HD static T loss(T p, T t) {
     const T loss = (t - T(1)) * clamp_log(log1m_unit_interval(p)) - t * clamp_log(log_unit_interval(p));
-    return p >= T(0) && p <= T(1) ? loss : T(f32_nan());
+    return in_domain(p, t) ? loss : T(f32_nan());
   }
   template <class T> GF_HD static T grad_x(T p, T t) {
     const T denom = (T(1) - p) * p;
-    return (p - t) / (denom < T(1e-12) ? T(1e-12) : denom);
+    const T grad = (p - t) / (denom < T(1e-12) ? T(1e-12) : denom);
+    return in_domain(p, t) ? grad : T(f32_nan());
   }
-  template <class T> GF_HD static T grad_y(T p, T) {
+  template <class T> GF_HD static T grad_y(T p, T t) {
     const T grad = clamp_log(log1m_unit_interval(p)) - clamp_log(log_unit_interval(p));
-    return p >= T(0) && p <= T(1) ? grad : T(f32_nan());
+    return in_domain(p, t) ? grad : T(f32_nan());
   }
   template <class T> GF_HD static void loss_and_grad_x(T p, T t, T* loss_out, T* grad_out) {
     *loss_out = loss(p, t);

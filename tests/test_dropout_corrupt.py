@@ -3,7 +3,8 @@ import torch
 
 import genfast
 from genfast import reference
-from conftest import PRIME_BATCH, SIZES, as64, assert_close, requires_cuda
+import philox_reference
+from conftest import PRIME_BATCH, SIZES, as64, assert_close, bits, grad_output, requires_cuda
 
 
 @pytest.mark.parametrize("p", [0.0, 0.5, 0.25, 0.9])
@@ -17,10 +18,24 @@ def test_matches_reference_given_the_mask(device, dtype, p, shape):
     assert_close(out, ref, dtype)
     if p == 0.0:
         assert mask.all()
-    grad_out = torch.rand(shape, dtype=torch.float64) + 0.5
+    grad_out = grad_output(shape, dtype)
     out.backward(grad_out.to(device, dtype))
     ref.backward(grad_out)
     assert_close(x.grad, x64.grad, dtype)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.13])
+def test_mask_and_output_bits_match_an_independent_philox(dtype, p):
+    """The CPU keep-mask against tests/philox_reference.py (numpy's Philox and keep rule), and
+    x * m against torch's product in the kernel's compute type, bit for bit, in every dtype."""
+    n, seed, offset = 4099, 2**40 + 5, 17
+    x = torch.randn(n, generator=torch.Generator().manual_seed(2)).to(dtype)
+    out, mask = genfast.dropout_corrupt(x, p, seed=seed, offset=offset)
+    keep = torch.from_numpy(philox_reference.keep_mask(n, p, seed, offset))
+    assert torch.equal(mask, keep)
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    m = torch.where(keep, torch.tensor(1.0 / (1.0 - p), dtype=compute), torch.tensor(0.0, dtype=compute))
+    assert torch.equal(bits(out), bits((x.to(compute) * m).to(dtype)))
 
 
 def test_seed_semantics_match_the_practicum():
@@ -89,6 +104,7 @@ def test_cpu_and_cuda_masks_are_bit_identical():
 def test_gradcheck():
     x = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: genfast.dropout_corrupt(t, 0.4, seed=1)[0], (x,))
+    assert torch.autograd.gradgradcheck(lambda t: genfast.dropout_corrupt(t, 0.4, seed=1)[0], (x,))
 
 
 def test_opcheck(device):

@@ -5,6 +5,9 @@ import random
 
 import pytest
 
+import numpy as np
+
+import philox_reference
 from genfast import _C
 
 MASK = 0xFFFFFFFF
@@ -28,6 +31,7 @@ def philox4x32_10(counter: int, offset: int, key: int) -> list[int]:
 ], ids=["zeros", "ones", "pi"])
 def test_known_answers(counter, offset, key, expected):
     assert philox4x32_10(counter, offset, key) == expected
+    assert philox_reference.philox4x32_10(np.array([counter], dtype=np.uint64), offset, key)[0].tolist() == expected
     assert [plane[0] for plane in _C._philox_words(counter, 1, key, offset)] == expected
 
 

@@ -5,7 +5,8 @@ import torch
 
 import genfast
 from genfast import reference
-from conftest import PRIME_BATCH, SIZES, as64, assert_close, requires_cuda
+import philox_reference
+from conftest import PRIME_BATCH, SIZES, as64, assert_close, bits, grad_output, requires_cuda
 
 
 def _eps(shape, device, seed, offset=0):
@@ -26,11 +27,22 @@ def test_matches_reference_with_the_same_eps(device, dtype, shape):
     assert z.dtype == dtype and z.shape == mu.shape
     assert_close(z, ref, dtype, scale=4)
 
-    grad_out = torch.rand(shape, dtype=torch.float64) + 0.5
+    grad_out = grad_output(shape, dtype)
     z.backward(grad_out.to(device, dtype))
     ref.backward(grad_out)
     assert_close(mu.grad, mu64.grad, dtype)
     assert_close(logvar.grad, logvar64.grad, dtype, scale=4)
+
+
+@pytest.mark.parametrize("seed, offset", [(8, 0), (2**64 - 5, 2**63 + 7)], ids=["small", "large"])
+def test_eps_bits_match_an_independent_philox_box_muller(dtype, seed, offset):
+    """eps on the CPU against tests/philox_reference.py (numpy), bit for bit, in every dtype:
+    float32 eps itself, float64 exactly eps, float16 and bfloat16 eps rounded to nearest even."""
+    n = 4099  # not a multiple of 4: the last Philox block is cut
+    zeros = torch.zeros(n, dtype=dtype)
+    z = genfast.reparameterise(zeros, zeros, seed=seed, offset=offset)  # mu = 0, logvar = 0: z = eps
+    expected = torch.from_numpy(philox_reference.normals(n, seed, offset)).to(dtype)
+    assert torch.equal(bits(z), bits(expected))
 
 
 def test_eps_is_standard_normal(device):
@@ -84,6 +96,7 @@ def test_gradcheck():
     mu = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     logvar = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda m, v: genfast.reparameterise(m, v, seed=4), (mu, logvar))
+    assert torch.autograd.gradgradcheck(lambda m, v: genfast.reparameterise(m, v, seed=4), (mu, logvar))
 
 
 def test_opcheck(device):

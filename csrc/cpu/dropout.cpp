@@ -34,7 +34,7 @@ GF_CPU_CLONES void backward_range(const S* grad_out, const uint8_t* mask, S* gra
 
 }  // namespace
 
-void dropout_forward(int dtype, int64_t n, uintptr_t x, uint32_t keep_threshold, double scale,
+void dropout_forward(DType dtype, int64_t n, uintptr_t x, uint32_t keep_threshold, double scale,
                      uintptr_t seed_offset, uintptr_t out, uintptr_t mask, int threads) {
   const auto* so = reinterpret_cast<const int64_t*>(seed_offset);
   dispatch_dtype(dtype, [&](auto tag) {
@@ -47,7 +47,7 @@ void dropout_forward(int dtype, int64_t n, uintptr_t x, uint32_t keep_threshold,
   });
 }
 
-void dropout_backward(int dtype, int64_t n, uintptr_t grad_out, uintptr_t mask, double scale,
+void dropout_backward(DType dtype, int64_t n, uintptr_t grad_out, uintptr_t mask, double scale,
                       uintptr_t grad_x, int threads) {
   dispatch_dtype(dtype, [&](auto tag) {
     using S = typename decltype(tag)::type;

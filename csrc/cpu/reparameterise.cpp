@@ -25,7 +25,7 @@ GF_CPU_CLONES void normal_map_range(const S* a, const S* logvar, S* out, int64_t
 }
 
 template <class Map>
-void normal_map(int dtype, int64_t n, uintptr_t a, uintptr_t logvar, uintptr_t seed_offset, uintptr_t out,
+void normal_map(DType dtype, int64_t n, uintptr_t a, uintptr_t logvar, uintptr_t seed_offset, uintptr_t out,
                 int threads) {
   const auto* so = reinterpret_cast<const int64_t*>(seed_offset);
   dispatch_dtype(dtype, [&](auto tag) {
@@ -39,12 +39,12 @@ void normal_map(int dtype, int64_t n, uintptr_t a, uintptr_t logvar, uintptr_t s
 
 }  // namespace
 
-void reparameterise_forward(int dtype, int64_t n, uintptr_t mu, uintptr_t logvar, uintptr_t seed_offset,
+void reparameterise_forward(DType dtype, int64_t n, uintptr_t mu, uintptr_t logvar, uintptr_t seed_offset,
                             uintptr_t z, int threads) {
   normal_map<ReparameteriseForward>(dtype, n, mu, logvar, seed_offset, z, threads);
 }
 
-void reparameterise_backward(int dtype, int64_t n, uintptr_t grad_z, uintptr_t logvar,
+void reparameterise_backward(DType dtype, int64_t n, uintptr_t grad_z, uintptr_t logvar,
                              uintptr_t seed_offset, uintptr_t grad_logvar, int threads) {
   normal_map<ReparameteriseGradLogvar>(dtype, n, grad_z, logvar, seed_offset, grad_logvar, threads);
 }

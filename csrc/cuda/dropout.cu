@@ -36,7 +36,7 @@ __global__ void backward_kernel(const S* __restrict__ grad_out, const bool* __re
 
 }  // namespace
 
-void dropout_forward(int dtype, int64_t n, uintptr_t x, uint32_t keep_threshold, double scale,
+void dropout_forward(DType dtype, int64_t n, uintptr_t x, uint32_t keep_threshold, double scale,
                      uintptr_t seed_offset, uintptr_t out, uintptr_t mask, int device, uintptr_t stream) {
   if (n == 0) return;
   DeviceGuard guard(device);
@@ -49,7 +49,7 @@ void dropout_forward(int dtype, int64_t n, uintptr_t x, uint32_t keep_threshold,
   check(cudaGetLastError(), "dropout forward launch");
 }
 
-void dropout_backward(int dtype, int64_t n, uintptr_t grad_out, uintptr_t mask, double scale,
+void dropout_backward(DType dtype, int64_t n, uintptr_t grad_out, uintptr_t mask, double scale,
                       uintptr_t grad_x, int device, uintptr_t stream) {
   if (n == 0) return;
   DeviceGuard guard(device);

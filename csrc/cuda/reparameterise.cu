@@ -24,7 +24,7 @@ __global__ void normal_map_kernel(const S* __restrict__ a, const S* __restrict__
 }
 
 template <class Map>
-void normal_map(int dtype, int64_t n, uintptr_t a, uintptr_t logvar, uintptr_t seed_offset, uintptr_t out,
+void normal_map(DType dtype, int64_t n, uintptr_t a, uintptr_t logvar, uintptr_t seed_offset, uintptr_t out,
                 int device, uintptr_t stream, const char* what) {
   if (n == 0) return;
   DeviceGuard guard(device);
@@ -39,13 +39,13 @@ void normal_map(int dtype, int64_t n, uintptr_t a, uintptr_t logvar, uintptr_t s
 
 }  // namespace
 
-void reparameterise_forward(int dtype, int64_t n, uintptr_t mu, uintptr_t logvar, uintptr_t seed_offset,
+void reparameterise_forward(DType dtype, int64_t n, uintptr_t mu, uintptr_t logvar, uintptr_t seed_offset,
                             uintptr_t z, int device, uintptr_t stream) {
   normal_map<ReparameteriseForward>(dtype, n, mu, logvar, seed_offset, z, device, stream,
                                     "reparameterise forward launch");
 }
 
-void reparameterise_backward(int dtype, int64_t n, uintptr_t grad_z, uintptr_t logvar,
+void reparameterise_backward(DType dtype, int64_t n, uintptr_t grad_z, uintptr_t logvar,
                              uintptr_t seed_offset, uintptr_t grad_logvar, int device, uintptr_t stream) {
   normal_map<ReparameteriseGradLogvar>(dtype, n, grad_z, logvar, seed_offset, grad_logvar, device, stream,
                                        "reparameterise backward launch");
