@@ -282,22 +282,34 @@ struct BceTerm {
   template <class T> GF_HD static bool in_domain(T p, T t) {
     return (p >= T(0)) & (p <= T(1)) & (t >= T(0)) & (t <= T(1));
   }
+  // Values are computed before the domain select, never inside it: a call in a ?: operand is
+  // evaluated conditionally, which stops the CPU loops from vectorising.
+  template <class T> GF_HD static T unchecked_loss(T p, T t) {
+    return (t - T(1)) * clamp_log(log1m_unit_interval(p)) - t * clamp_log(log_unit_interval(p));
+  }
+  template <class T> GF_HD static T unchecked_grad_x(T p, T t) {
+    const T denom = (T(1) - p) * p;
+    return (p - t) / (denom < T(1e-12) ? T(1e-12) : denom);
+  }
   template <class T> GF_HD static T loss(T p, T t) {
-    const T loss = (t - T(1)) * clamp_log(log1m_unit_interval(p)) - t * clamp_log(log_unit_interval(p));
+    const T loss = unchecked_loss(p, t);
     return in_domain(p, t) ? loss : T(f32_nan());
   }
   template <class T> GF_HD static T grad_x(T p, T t) {
-    const T denom = (T(1) - p) * p;
-    const T grad = (p - t) / (denom < T(1e-12) ? T(1e-12) : denom);
+    const T grad = unchecked_grad_x(p, t);
     return in_domain(p, t) ? grad : T(f32_nan());
   }
   template <class T> GF_HD static T grad_y(T p, T t) {
     const T grad = clamp_log(log1m_unit_interval(p)) - clamp_log(log_unit_interval(p));
     return in_domain(p, t) ? grad : T(f32_nan());
   }
+  // One domain test for both.
   template <class T> GF_HD static void loss_and_grad_x(T p, T t, T* loss_out, T* grad_out) {
-    *loss_out = loss(p, t);
-    *grad_out = grad_x(p, t);
+    const bool inside = in_domain(p, t);
+    const T loss = unchecked_loss(p, t);
+    const T grad = unchecked_grad_x(p, t);
+    *loss_out = inside ? loss : T(f32_nan());
+    *grad_out = inside ? grad : T(f32_nan());
   }
 };
 

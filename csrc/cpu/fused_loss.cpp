@@ -134,8 +134,8 @@ GF_CPU_INLINE double piecewise_sum(const S* x, const S* y, int64_t begin, int64_
 // Rows [row_begin, row_end): every element's loss first (long vectorised loops, however narrow
 // the rows), then each row's sum; a chunk too wide for the scratch (one wide row) in pieces.
 template <class TermA, class TermB, class S>
-GF_CPU_CLONES void rows_range(const LossProblem& p, const SegmentOut& out_a, const SegmentOut& out_b,
-                              int64_t row_begin, int64_t row_end, double* row_totals) {
+GF_CPU_CLONES void rows_range(const LossProblem& p, SegmentOut out_a, SegmentOut out_b, int64_t row_begin,
+                              int64_t row_end, double* row_totals) {
   using C = compute_t<S>;
   const auto* x_a = reinterpret_cast<const S*>(p.a.x);
   const auto* y_a = reinterpret_cast<const S*>(p.a.y);
