@@ -59,6 +59,9 @@ def test_gans_run(tmp_path, model, options):
 
         curves = generative.gan_training(tmp_path).figures["gan_curves"]
         assert [ax.get_ylabel() for ax in curves.axes] == ["loss", "energy", "probability / fraction"]
+        raw_energy_real = curves.axes[1].get_lines()[0].get_ydata()
+        assert np.array_equal(raw_energy_real, [s["energy_real"] for s in steps])
+        assert np.array_equal(generative._running_mean(np.arange(5.0), 2), [0.5, 1.5, 2.5, 3.5])
     assert np.asarray(Image.open(tmp_path / "epoch_001.png")).std() > 0
 
 

@@ -101,6 +101,12 @@ def tsne(snapshots: dict[int, Path], images: Tensor, labels: Tensor, points: int
     return Analysis({"tsne": fig}, numbers)
 
 
+def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Means of ``window`` consecutive values (one per full window)."""
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    return (sums[window:] - sums[:-window]) / window
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -139,9 +145,13 @@ def gan_training(run_dir: Path, grids: int = 4) -> Analysis:
         groups = [(label, group) for label, group in groups if group]
         fig, axes = figure(1, len(groups), figsize=(5 * len(groups), 3), squeeze=False)
         x = np.arange(1, len(steps) + 1)
+        window = max(1, len(steps) // 50)  # per-step values are noisy: each also as a running mean
         for ax, (label, group) in zip(axes[0], groups):
             for key in group:
-                ax.plot(x, [s[key] for s in steps], label=key, linewidth=0.8)
+                values = np.array([s[key] for s in steps], dtype=float)
+                raw, = ax.plot(x, values, linewidth=0.5, alpha=0.3)
+                ax.plot(x[window - 1:], _running_mean(values, window), color=raw.get_color(), linewidth=1.2,
+                        label=key if window == 1 else f"{key} (mean of {window})")
             ax.set_xlabel("iteration")
             ax.set_ylabel(label)
             ax.legend(fontsize=8)
