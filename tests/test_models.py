@@ -58,18 +58,84 @@ def test_dcgan_is_the_pytorch_examples_architecture():
 
 
 def test_ebgan_losses():
-    gan = models.EnergyGAN(margin=5.0)
-    real = _images(4).flatten(1)
+    gan = models.EnergyGAN(margin=0.5, pull_away_weight=0.1).eval()
+    real = _images(4)
     fake = gan.generate(gan.noise(4))
     assert fake.shape == (4, 1, 28, 28) and gan.cost(real).shape == (4,)
-    torch.testing.assert_close(gan.energy(fake), gan.cost(fake.flatten(1)))
-    cost_real = torch.tensor([1.0, 2.0])
-    cost_fake = torch.tensor([3.0, 8.0], requires_grad=True)
-    loss = gan.cost_loss(cost_real, cost_fake)  # 1.5 + mean([5 - 3]+, [5 - 8]+) = 1.5 + 1
-    assert loss.item() == 2.5
-    (grad,) = torch.autograd.grad(loss, cost_fake)
+    # C(y) is the mean, not the sum, of the squared reconstruction error over the pixels.
+    y = real.flatten(1)
+    torch.testing.assert_close(gan.energy(real), (gan.cost.decoder(gan.cost.encoder(y)) - y).pow(2).mean(dim=1))
+    energy, code = gan.cost(real, with_code=True)
+    torch.testing.assert_close(energy, gan.energy(real))
+    torch.testing.assert_close(code, gan.cost.encoder(y))
+    energy_real = torch.tensor([0.1, 0.3])
+    energy_fake = torch.tensor([0.2, 0.8], requires_grad=True)
+    loss = gan.cost_loss(energy_real, energy_fake)  # 0.2 + mean([0.5 - 0.2]+, [0.5 - 0.8]+) = 0.2 + 0.15
+    torch.testing.assert_close(loss, torch.tensor(0.35))
+    (grad,) = torch.autograd.grad(loss, energy_fake)
     assert grad.tolist() == [-0.5, 0.0]  # no gradient once C(ŷ) >= m
-    assert gan.generator_loss(cost_fake).item() == 5.5
+    # 0.5 + 0.1 * 0.4: C(G(z)) averaged over the batch, plus λ_PT · f_PT.
+    torch.testing.assert_close(gan.generator_loss(energy_fake, torch.tensor(0.4)), torch.tensor(0.54))
+
+
+def test_ebgan_hinge_active_fraction():
+    gan = models.EnergyGAN(margin=0.5)
+    # Active strictly below m: at C(ŷ) = m the hinge has no gradient.
+    assert gan.hinge_active(torch.tensor([0.2, 0.8, 0.5, 0.49])).item() == 0.5
+    assert gan.hinge_active(torch.tensor([0.6, 0.7])).item() == 0.0
+
+
+def test_ebgan_step_trains_the_generator_on_the_pulling_away_term():
+    from genfast.models.ebgan import EnergyGANTrainer
+
+    x = _images(16)
+    trained = {}
+    for weight in (0.0, 100.0):
+        torch.manual_seed(0)  # the same weights and noise for both
+        gan = models.EnergyGAN(nz=8, hidden=32, code=8, pull_away_weight=weight)
+        trainer = EnergyGANTrainer(gan, 1e-3, (0.5, 0.999))
+        metrics = [trainer.train_step(x) for _ in range(3)]
+        trained[weight] = gan, metrics
+    (plain, plain_metrics), (pulled, pulled_metrics) = trained[0.0], trained[100.0]
+    # The first cost step sees the same fakes: only the generator's steps differ.
+    assert plain_metrics[0]["loss_cost"] == pulled_metrics[0]["loss_cost"]
+    assert not torch.equal(plain.generator[0].weight, pulled.generator[0].weight)
+    assert pulled_metrics[0]["loss_generator"] > 100 * pulled_metrics[0]["pull_away"]
+
+
+def _pull_away_by_loops(codes):
+    n = len(codes)
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                cosine = codes[i] @ codes[j] / (codes[i].norm() * codes[j].norm())
+                total += cosine.item() ** 2
+    return total / (n * (n - 1))
+
+
+def test_pull_away_hand_values():
+    from genfast.models.ebgan import pull_away
+
+    # cos(S_1, S_2) = 1/sqrt(2): f_PT = (1/2 + 1/2) / (2 · 1). Dividing by N² would give 0.25, and
+    # keeping the diagonal (i = j) 1.5.
+    torch.testing.assert_close(pull_away(torch.tensor([[1.0, 0.0], [1.0, 1.0]])), torch.tensor(0.5))
+    # Identical directions at any length: 1; orthogonal codes: 0; one sample: 0.
+    torch.testing.assert_close(pull_away(torch.tensor([[1.0, 2.0], [3.0, 6.0], [-0.5, -1.0]])), torch.tensor(1.0))
+    assert pull_away(torch.eye(4)).item() == 0.0
+    assert pull_away(torch.ones(1, 3)).item() == 0.0
+    codes = torch.tensor([[1.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    (grad,) = torch.autograd.grad(pull_away(codes), codes)
+    assert grad.abs().sum() > 0  # the generator learns through it
+
+
+@pytest.mark.parametrize("n, d", [(2, 1), (3, 2), (5, 3), (8, 16), (64, 64)])
+def test_pull_away_equals_the_definition(n, d):
+    from genfast.models.ebgan import pull_away
+
+    codes = torch.randn(n, d, generator=torch.Generator().manual_seed(n * 100 + d), dtype=torch.float64)
+    codes = codes * torch.logspace(-2, 2, n, dtype=torch.float64)[:, None]  # lengths must not matter
+    torch.testing.assert_close(pull_away(codes), torch.tensor(_pull_away_by_loops(codes), dtype=torch.float64))
 
 
 @pytest.mark.parametrize("make", [

@@ -47,6 +47,18 @@ def test_gans_run(tmp_path, model, options):
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]
     if model == "dcgan":
         assert {"Loss_D", "Loss_G", "D(x)", "D(G(z))_before", "D(G(z))_after"} <= steps[0].keys()
+    if model == "ebgan":
+        assert {"loss_cost", "loss_generator", "energy_real", "energy_fake", "hinge_active", "pull_away"} <= steps[0].keys()
+        assert all(0 <= s["hinge_active"] <= 1 and 0 <= s["pull_away"] <= 1 for s in steps)
+        # The stall of issue 11: with C summed over the pixels, no fake was ever under the margin.
+        assert steps[0]["hinge_active"] > 0.5
+        from genfast.analysis import generative
+
+        curves = generative.gan_training(tmp_path).figures["gan_curves"]
+        assert [ax.get_ylabel() for ax in curves.axes] == ["loss", "energy", "probability / fraction"]
+        raw_energy_real = curves.axes[1].get_lines()[0].get_ydata()
+        assert np.array_equal(raw_energy_real, [s["energy_real"] for s in steps])
+        assert np.array_equal(generative._running_mean(np.arange(5.0), 2), [0.5, 1.5, 2.5, 3.5])
     assert np.asarray(Image.open(tmp_path / "epoch_001.png")).std() > 0
 
 

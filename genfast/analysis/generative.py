@@ -101,15 +101,30 @@ def tsne(snapshots: dict[int, Path], images: Tensor, labels: Tensor, points: int
     return Analysis({"tsne": fig}, numbers)
 
 
+def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Means of ``window`` consecutive values (one per full window)."""
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    return (sums[window:] - sums[:-window]) / window
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+# The per-step curves' axes, by metric name: losses; energies (EBGAN's C(real), C(fake)); the rest
+# are probabilities and fractions in [0, 1] (DCGAN's D(x), EBGAN's active hinges, f_PT).
+CURVE_AXES = (("loss", lambda key: "loss" in key.lower()),
+              ("energy", lambda key: "energy" in key.lower()),
+              ("probability / fraction", lambda key: True))
+
+
 def gan_training(run_dir: Path, grids: int = 4) -> Analysis:
     """The GAN's fixed-noise sample grids at a few epochs (from the run's epoch_NNN.png) and its
-    per-step curves: DCGAN's Loss_D, Loss_G, D(x), D(G(z)) before/after; EBGAN's losses."""
+    per-step curves, one axis per kind of metric (:data:`CURVE_AXES`): DCGAN's Loss_D, Loss_G and
+    D(x), D(G(z)) before/after; EBGAN's losses, C(real) and C(fake), and the fraction of fakes whose
+    hinge is active with the pulling-away term."""
     from PIL import Image
 
     steps = _read_jsonl(run_dir / "steps.jsonl")
@@ -125,14 +140,20 @@ def gan_training(run_dir: Path, grids: int = 4) -> Analysis:
         figures["gan_grids"] = fig
     if steps:
         keys = [k for k in steps[0] if k not in ("epoch", "step")]
-        losses = [k for k in keys if "loss" in k.lower()]
-        probabilities = [k for k in keys if k not in losses]
-        fig, axes = figure(1, 2 if probabilities else 1, figsize=(10 if probabilities else 5, 3), squeeze=False)
+        axis_of = {k: next(label for label, belongs in CURVE_AXES if belongs(k)) for k in keys}
+        groups = [(label, [k for k in keys if axis_of[k] == label]) for label, _ in CURVE_AXES]
+        groups = [(label, group) for label, group in groups if group]
+        fig, axes = figure(1, len(groups), figsize=(5 * len(groups), 3), squeeze=False)
         x = np.arange(1, len(steps) + 1)
-        for ax, group in zip(axes[0], (losses, probabilities)):
+        window = max(1, len(steps) // 50)  # per-step values are noisy: each also as a running mean
+        for ax, (label, group) in zip(axes[0], groups):
             for key in group:
-                ax.plot(x, [s[key] for s in steps], label=key, linewidth=0.8)
+                values = np.array([s[key] for s in steps], dtype=float)
+                raw, = ax.plot(x, values, linewidth=0.5, alpha=0.3)
+                ax.plot(x[window - 1:], _running_mean(values, window), color=raw.get_color(), linewidth=1.2,
+                        label=key if window == 1 else f"{key} (mean of {window})")
             ax.set_xlabel("iteration")
+            ax.set_ylabel(label)
             ax.legend(fontsize=8)
         figures["gan_curves"] = fig
         last_epoch = steps[-1]["epoch"]
