@@ -18,8 +18,9 @@ the listen backlog), ``max_jobs`` of them computing; ``request_timeout`` bounds 
 again, the sending of its answer. It listens on loopback unless told otherwise; to expose it, put
 it behind a reverse proxy that terminates TLS and limits clients (nginx, Caddy).
 
-(Over 400 lines: a request's path from the socket to its answer, with the deadlines, framing
-checks and limits that guard each step, reads best in one file.)
+What a request may carry (the .npy and image bodies, query parameters) is read by payloads.py;
+this file is the HTTP path from the socket to the answer, with the deadlines, framing checks and
+limits that guard each step.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from . import runtime
+from .payloads import IMAGE_FORMATS, NPY_TYPES, BadRequest, image_batch, integer, npy_batch, number
 
 MAX_BATCH = 256  # images in one request
 MAX_BYTES = 8 << 20  # a request body
@@ -49,14 +51,6 @@ BACKLOG = 1024  # connections waiting to be accepted (the kernel caps it at net.
 REQUEST_TIMEOUT = 30.0  # seconds for a whole request to arrive, and again for its answer to be taken
 LINGER = 2.0  # seconds to read and drop what a refused client still sends before closing on it
 POST_JOBS = ("reconstruct", "denoise", "energy", "encode", "discriminate")
-IMAGE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG"}
-NPY_TYPES = ("application/x-npy", "application/octet-stream")
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: HTTPStatus, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 def check_limits(request_timeout: float = REQUEST_TIMEOUT, **counts: int) -> None:
@@ -214,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = self._content_length()
             if length is not None and length > self.max_bytes:
                 raise self._too_large(length)
-        except _BadRequest as error:
+        except BadRequest as error:
             self._send_json(error.status, {"error": str(error)})
             return False
         super().handle_expect_100()
@@ -246,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             status, content_type, body = route(url.path.strip("/"), query)
-        except _BadRequest as error:
+        except BadRequest as error:
             return self._send_json(error.status, {"error": str(error)})
         except LookupError as error:  # the model has no such graph
             return self._send_json(HTTPStatus.NOT_FOUND, {"error": str(error)})
@@ -295,21 +289,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _check_framing(self) -> None:
         """Refuses the requests whose body's extent is ambiguous (the ways to smuggle a request)."""
         if "Transfer-Encoding" in self.headers:
-            raise _BadRequest(HTTPStatus.LENGTH_REQUIRED, "chunked bodies are not accepted: send a Content-Length")
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "chunked bodies are not accepted: send a Content-Length")
         lengths = self.headers.get_all("Content-Length", [])
         if len(lengths) > 1:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, "more than one Content-Length")
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "more than one Content-Length")
         if lengths and not (lengths[0].strip().isascii() and lengths[0].strip().isdigit()):
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, "Content-Length must be a number of bytes")
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "Content-Length must be a number of bytes")
         if self.command in ("GET", "HEAD") and self._body_unread:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, f"a {self.command} request carries no body")
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"a {self.command} request carries no body")
 
     def _content_length(self) -> int | None:
         length = self.headers.get("Content-Length")
         return None if length is None else int(length)
 
-    def _too_large(self, length: int) -> _BadRequest:
-        return _BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    def _too_large(self, length: int) -> BadRequest:
+        return BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                            f"the body has {length} bytes, more than the limit of {self.max_bytes}")
 
     def _get(self, path: str, query: dict):
@@ -324,19 +318,19 @@ class _Handler(BaseHTTPRequestHandler):
                 "max_connections": self.server.max_connections, "max_jobs": self.server.max_jobs,
                 "request_timeout": self.request_timeout})
         if path == "sample":
-            n = _integer(query, "n", 16)
+            n = integer(query, "n", 16)
             if not 1 <= n <= self.max_batch:
-                raise _BadRequest(HTTPStatus.BAD_REQUEST, f"n must be in [1, {self.max_batch}], got {n}")
-            seed, columns = _integer(query, "seed", None), _integer(query, "columns", 8)
+                raise BadRequest(HTTPStatus.BAD_REQUEST, f"n must be in [1, {self.max_batch}], got {n}")
+            seed, columns = integer(query, "seed", None), integer(query, "columns", 8)
             with self.server.jobs:
                 return HTTPStatus.OK, "image/png", runtime.png_bytes(self.model.generate(n, seed), columns)
         if path in POST_JOBS:
-            raise _BadRequest(HTTPStatus.METHOD_NOT_ALLOWED, f"/{path} takes POST")
-        raise _BadRequest(HTTPStatus.NOT_FOUND, f"no endpoint /{path}")
+            raise BadRequest(HTTPStatus.METHOD_NOT_ALLOWED, f"/{path} takes POST")
+        raise BadRequest(HTTPStatus.NOT_FOUND, f"no endpoint /{path}")
 
     def _post(self, path: str, query: dict):
         if path not in POST_JOBS:
-            raise _BadRequest(HTTPStatus.NOT_FOUND, f"no endpoint /{path} for POST")
+            raise BadRequest(HTTPStatus.NOT_FOUND, f"no endpoint /{path} for POST")
         content_type, body = self._read_body()
         with self.server.jobs:
             return self._job(path, query, self._images(content_type, body))
@@ -351,8 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
             mu, logvar = m.encode(images)
             return HTTPStatus.OK, "application/json", _json({"mu": mu.tolist(), "logvar": logvar.tolist()})
         if path == "denoise":
-            p = _number(query, "p", None)
-            out = m.denoise(images, p=p, seed=_integer(query, "seed", None))
+            p = number(query, "p", None)
+            out = m.denoise(images, p=p, seed=integer(query, "seed", None))
         else:
             out = m.reconstruct(images)
         if query.get("format", "png") == "npy":
@@ -360,70 +354,36 @@ class _Handler(BaseHTTPRequestHandler):
             np.save(buffer, out, allow_pickle=False)
             return HTTPStatus.OK, "application/x-npy", buffer.getvalue()
         if query.get("format", "png") != "png":
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, "format must be png or npy")
-        return HTTPStatus.OK, "image/png", runtime.png_bytes(out, _integer(query, "columns", 8))
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "format must be png or npy")
+        return HTTPStatus.OK, "image/png", runtime.png_bytes(out, integer(query, "columns", 8))
 
     def _images(self, content_type: str, body: bytes) -> np.ndarray:
         if content_type in NPY_TYPES:
-            return self._npy_batch(body)
-        try:
-            pixels = runtime.open_image(io.BytesIO(body), self.model.image_shape, tuple(IMAGE_FORMATS.values()),
-                                        self.max_pixels)
-        except runtime.ImageTooLarge as error:
-            raise _BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error)) from None
-        return pixels[None]
+            return npy_batch(body, self.max_batch)
+        return image_batch(body, self.model.image_shape, self.max_pixels)
 
     def _read_body(self) -> tuple[str, bytes]:
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type not in NPY_TYPES and content_type not in IMAGE_FORMATS:
-            raise _BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be image/png, image/jpeg or "
+            raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be image/png, image/jpeg or "
                               f"application/x-npy, got {content_type or 'none'!r}")
         length = self._content_length()
         if length is None:
-            raise _BadRequest(HTTPStatus.LENGTH_REQUIRED, "a POST needs a Content-Length")
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "a POST needs a Content-Length")
         if length > self.max_bytes:
             raise self._too_large(length)
         try:
             body = self.rfile.read(length)
         except TimeoutError:
-            raise _BadRequest(HTTPStatus.REQUEST_TIMEOUT,
+            raise BadRequest(HTTPStatus.REQUEST_TIMEOUT,
                               f"the body did not arrive within {self.request_timeout:g} s") from None
         if len(body) < length:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST,
+            raise BadRequest(HTTPStatus.BAD_REQUEST,
                               f"the body ended after {len(body)} of the {length} bytes of its Content-Length")
         self._body_unread = False
         if not body:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, "empty body: post an image or a .npy batch")
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "empty body: post an image or a .npy batch")
         return content_type, body
-
-    def _npy_batch(self, body: bytes) -> np.ndarray:
-        """The array of a .npy body, viewed in place once its header agrees with the body's size
-        (np.load would allocate what a crafted header declares, say 2^40 images, first)."""
-        if body.startswith(b"PK"):
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, "the body is not a .npy array (an .npz archive?)")
-        stream = io.BytesIO(body)
-        fmt = np.lib.format
-        try:
-            version = fmt.read_magic(stream)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"format version {version[0]}.{version[1]} is not read here")
-            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran_order, dtype = read_header(stream)
-        except (ValueError, EOFError, SyntaxError, RecursionError) as error:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, f"the body is not a .npy array ({error})") from None
-        if dtype != np.uint8 and dtype.kind != "f":
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, f"the array must be uint8 or float, got dtype {dtype}")
-        if any(d < 0 for d in shape):
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, f"the .npy header declares shape {shape}")
-        if len(shape) >= 3 and shape[0] > self.max_batch:
-            raise _BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                              f"batch of {shape[0]} images, more than the limit of {self.max_batch}")
-        declared, held = int(np.prod(shape, dtype=object)) * dtype.itemsize, len(body) - stream.tell()
-        if declared != held:
-            raise _BadRequest(HTTPStatus.BAD_REQUEST, f"the .npy header declares shape {shape} of {dtype} "
-                              f"({declared} bytes), but {held} bytes follow it")
-        array = np.frombuffer(body, dtype, offset=stream.tell(), count=declared // dtype.itemsize)
-        return array.reshape(shape, order="F" if fortran_order else "C")
 
     def log_message(self, format, *args):  # one line per request, not interleaved across threads
         with self._log_lock:
@@ -432,20 +392,3 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _json(value) -> bytes:
     return json.dumps(value).encode()
-
-
-def _integer(query: dict, name: str, default):
-    return _parameter(query, name, default, int, "an integer")
-
-
-def _number(query: dict, name: str, default):
-    return _parameter(query, name, default, float, "a number")
-
-
-def _parameter(query: dict, name: str, default, convert, what: str):
-    if name not in query:
-        return default
-    try:
-        return convert(query[name])
-    except ValueError:
-        raise _BadRequest(HTTPStatus.BAD_REQUEST, f"{name} must be {what}, got {query[name]!r}") from None
