@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..images import to_unit
 from ..ops import dropout_corrupt
 from .registry import register
 from .spec import Defaults, GraphSpec, ModelSpec, Option, backend_ops
@@ -96,11 +97,7 @@ class AutoencoderTrainer(Trainer):
         """Rows: test images, their reconstructions."""
         with eval_mode(self.model):
             clean = showcase(x)
-            return self._to_unit(torch.cat([clean, self.model(clean)]))
-
-    @staticmethod
-    def _to_unit(x: Tensor) -> Tensor:
-        return ((x + 1) / 2).clamp(0, 1)
+            return to_unit(torch.cat([clean, self.model(clean)]), self.model.value_range)
 
 
 class DenoisingTrainer(AutoencoderTrainer):
@@ -121,7 +118,7 @@ class DenoisingTrainer(AutoencoderTrainer):
         with eval_mode(self.model):
             clean = showcase(x)
             corrupted = self.model.inputs(clean)  # in [-2, 2], as the model sees it
-            return self._to_unit(torch.cat([clean, corrupted, self.model(corrupted)]))
+            return to_unit(torch.cat([clean, corrupted, self.model(corrupted)]), self.model.value_range)
 
 
 GRAPHS = (

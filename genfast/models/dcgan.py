@@ -15,6 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..images import to_unit
 from .registry import register
 from .spec import Defaults, GraphSpec, ModelSpec, Option, backend_ops
 from .trainer import Trainer, eval_mode
@@ -137,7 +138,7 @@ class DCGANTrainer(Trainer):
     def picture(self, x):
         """Eight rows of samples from fixed noise."""
         with eval_mode(self.model.generator):
-            return ((self.model.generate(self.fixed_noise.to(x.device)) + 1) / 2).clamp(0, 1)
+            return to_unit(self.model.generate(self.fixed_noise.to(x.device)), self.model.value_range)
 
 
 def _image_shape(options: dict) -> tuple[int, int, int]:

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..images import to_unit
 from .registry import register
 from .spec import Defaults, GraphSpec, ModelSpec, Option
 from .trainer import Trainer, batched_mean, eval_mode
@@ -170,7 +171,7 @@ class EnergyGANTrainer(Trainer):
     def picture(self, x):
         """Eight rows of samples from fixed noise."""
         with eval_mode(self.model):
-            return ((self.model.generate(self.fixed_noise.to(x.device)) + 1) / 2).clamp(0, 1)
+            return to_unit(self.model.generate(self.fixed_noise.to(x.device)), self.model.value_range)
 
 
 def _image_shape(options: dict) -> tuple[int, int, int]:

@@ -59,6 +59,19 @@ def _model_tensors(model: nn.Module) -> dict[str, Tensor]:
     return {MODEL_PREFIX + k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file alone (its tensors are not read), or a CheckpointError."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+
+
 def read_file(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
     """(metadata, tensors) of a safetensors file, or a CheckpointError naming it."""
     from safetensors import SafetensorError, safe_open

@@ -28,7 +28,7 @@ from .. import models
 from ..files import atomic_write, remove_stale_temporaries, write_text_atomic
 from ..images import save_grid
 from ..ops import build_info
-from .checkpoint import CheckpointError, load_checkpoint, read_file, save_checkpoint, save_weights, saved_config
+from .checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint, save_weights, saved_config
 from .config import RUNTIME_SETTINGS, Config
 
 CHECKPOINT, WEIGHTS, CONFIG = "checkpoint.safetensors", "model.safetensors", "config.json"
@@ -170,7 +170,9 @@ class Session:
             raise RuntimeError("--tensorboard needs the tensorboard package: pip install 'genfast[tensorboard]'") \
                 from None
         steps = self.run_dir / STEPS
-        self.global_step = sum(1 for _ in open(steps)) if steps.is_file() else 0
+        if steps.is_file():
+            with open(steps) as lines:
+                self.global_step = sum(1 for _ in lines)
         self.tensorboard = SummaryWriter(str(self.run_dir / TENSORBOARD), purge_step=self.global_step + 1)
 
     def _log_tensorboard(self, record: dict, step_records: list[dict], picture) -> None:
@@ -272,7 +274,7 @@ def _resumed_config(run_dir: Path, model: Optional[str], settings: dict, options
     checkpoint = run_dir / CHECKPOINT
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: nothing to resume")
-    metadata, _ = read_file(checkpoint)
+    metadata = read_metadata(checkpoint)  # the tensors are read once, by load_checkpoint
     runtime = {k: settings[k] for k in RUNTIME_SETTINGS if settings.get(k) is not None}
     saved = saved_config(checkpoint, metadata, **runtime)
     changed = {k for k, v in settings.items() if k not in RUNTIME_SETTINGS and v != getattr(saved, k)}
