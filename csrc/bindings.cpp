@@ -17,10 +17,10 @@ namespace py = pybind11;
 namespace {
 
 void reparameterise_forward(gf::DType dtype, int64_t n, uintptr_t mu, uintptr_t logvar, uintptr_t seed_offset,
-                            uintptr_t z, int device, uintptr_t stream, int threads) {
+                            uintptr_t z, uintptr_t half_noise, int device, uintptr_t stream, int threads) {
   py::gil_scoped_release release;
-  if (device < 0) gf::cpu::reparameterise_forward(dtype, n, mu, logvar, seed_offset, z, threads);
-  else gf::cuda::reparameterise_forward(dtype, n, mu, logvar, seed_offset, z, device, stream);
+  if (device < 0) gf::cpu::reparameterise_forward(dtype, n, mu, logvar, seed_offset, z, half_noise, threads);
+  else gf::cuda::reparameterise_forward(dtype, n, mu, logvar, seed_offset, z, half_noise, device, stream);
 }
 
 void reparameterise_backward(gf::DType dtype, int64_t n, uintptr_t grad_z, uintptr_t logvar,

@@ -10,7 +10,9 @@ namespace {
 }
 }  // namespace
 
-void reparameterise_forward(DType, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int, uintptr_t) { unavailable(); }
+void reparameterise_forward(DType, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int, uintptr_t) {
+  unavailable();
+}
 void reparameterise_backward(DType, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int, uintptr_t) { unavailable(); }
 void dropout_forward(DType, int64_t, uintptr_t, uint32_t, double, uintptr_t, uintptr_t, uintptr_t, int, uintptr_t) { unavailable(); }
 void dropout_backward(DType, int64_t, uintptr_t, uintptr_t, double, uintptr_t, int, uintptr_t) { unavailable(); }

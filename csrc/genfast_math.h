@@ -102,64 +102,98 @@ template <> GF_HD bfloat16_t from_compute<bfloat16_t>(float v) {
 constexpr float kLn2Hi = 0.693359375f;        // few mantissa bits: e * kLn2Hi is exact
 constexpr float kLn2Lo = -2.12194440e-4f;     // ln 2 - kLn2Hi
 
-// log(1 + f) for f in [sqrt(1/2) - 1, sqrt(2) - 1]: f - f^2/2 + f^3 P(f), P a degree-7 polynomial
-// fitted (least squares, iteratively reweighted towards minimax) to relative error 7e-9.
-// P is evaluated by Estrin's scheme: a dependency chain of 6 operations instead of Horner's 14.
+// log(1 + f) for f in [sqrt(1/2) - 1, sqrt(2) - 1]: f - f^2/2 + f^3 P(f), P a degree-6 polynomial
+// fitted (least squares, iteratively reweighted towards minimax) to relative error 1.1e-7 in
+// float32 arithmetic (1.2 units in the last place at worst).
+// P is evaluated by Estrin's scheme: a dependency chain of 5 operations instead of Horner's 12.
 GF_HD float log1p_reduced(float f) {
   const float f2 = f * f, f4 = f2 * f2;
-  const float p01 = 0.333333108617939f + f * -0.2500080166371401f;
-  const float p23 = 0.20002493680018862f + f * -0.16624886338227585f;
-  const float p45 = 0.14179159493105734f + f * -0.1312523840980686f;
-  const float p67 = 0.12886477377265262f + f * -0.07867769150945725f;
-  const float p = (p01 + f2 * p23) + f4 * (p45 + f2 * p67);
+  const float p01 = 0.3333391077554092f + f * -0.2500133703811901f;
+  const float p23 = 0.1996306203985553f + f * -0.16577585098801645f;
+  const float p45 = 0.14914789008447227f + f * -0.14267484995439386f;
+  const float p = (p01 + f2 * p23) + f4 * (p45 + f2 * 0.08700365408392521f);
   return f + f2 * (f * p - 0.5f);
 }
 
-// Splits a positive x (subnormals included) into 2^e * (1 + f), 1 + f in [sqrt(1/2), sqrt(2)).
-// Subtracting the bits of sqrt(1/2) makes the exponent field carry exactly at sqrt(2).
+// Splits a positive normal x into 2^e * (1 + f), 1 + f in [sqrt(1/2), sqrt(2)). Subtracting the
+// bits of sqrt(1/2) makes the exponent field carry exactly at sqrt(2).
 struct Reduced { float e, f; };
-GF_HD Reduced reduce_log_argument(float x) {
+GF_HD Reduced reduce_normal_log_argument(float x) {
   constexpr uint32_t kSqrtHalfBits = 0x3f3504f3u;
-  const bool tiny = x < 1.17549435e-38f;  // scaled by 2^23 so that the exponent field is exact
-  const int32_t shifted = int32_t(bits_of(tiny ? x * 8388608.0f : x) - kSqrtHalfBits);
-  const int32_t exponent = (shifted >> 23) - (tiny ? 23 : 0);
+  const int32_t shifted = int32_t(bits_of(x) - kSqrtHalfBits);
   const float m = float_of(uint32_t(shifted & 0x007fffff) + kSqrtHalfBits);
-  return Reduced{float(exponent), m - 1.0f};
+  return Reduced{float(shifted >> 23), m - 1.0f};
+}
+
+// The same for x in [0, 1]: x * 2^23 is exact and never subnormal, and 0 gives e = -150.
+GF_HD Reduced reduce_unit_interval_log_argument(float x) {
+  Reduced r = reduce_normal_log_argument(x * 8388608.0f);
+  r.e -= 23.0f;
+  return r;
 }
 
 GF_HD float log_reduced(Reduced r) { return r.e * kLn2Hi + (log1p_reduced(r.f) + r.e * kLn2Lo); }
 
-// The logs below have no special-value selects: their callers' arguments are in range by
-// construction or checked once by the caller. A zero argument of the log gives
-// a value below -100 (what BCE's clamp needs); NaN gives an unspecified finite value.
+// The logs below have no special-value selects beyond what their callers need: arguments are in
+// range by construction or checked once by the caller. NaN gives an unspecified value.
 
-// log(x) for x in [0, 1].
-GF_HD float log_unit_interval(float x) { return log_reduced(reduce_log_argument(x)); }
+// log(x) for x in [0, 1]; log(0) gives about -104, below BCE's clamp at -100.
+GF_HD float log_unit_interval(float x) { return log_reduced(reduce_unit_interval_log_argument(x)); }
 
-// log(1 + d) for d >= -1. Where 1 + d lands in [sqrt(1/2), sqrt(2)), d itself is the exact
-// reduced argument, so the rounding of 1 + d never enters; elsewhere |log(1 + d)| >= 0.34 and
-// that rounding is negligible.
-GF_HD float log_one_plus(float d) {
-  Reduced r = reduce_log_argument(1.0f + d);
-  r.f = r.e == 0.0f ? d : r.f;
+// log(1 - x) for x in [0, 1]. Where 1 - x lands in [sqrt(1/2), sqrt(2)), -x itself is the exact
+// reduced argument, so the rounding of 1 - x never enters; elsewhere |log(1 - x)| >= 0.34 and that
+// rounding is negligible.
+GF_HD float log1m_unit_interval(float x) {
+  Reduced r = reduce_unit_interval_log_argument(1.0f - x);
+  r.f = r.e == 0.0f ? -x : r.f;
   return log_reduced(r);
 }
 
-// log(1 - x) for x in [0, 1].
-GF_HD float log1m_unit_interval(float x) { return log_one_plus(-x); }
+// log(1 + e) for e in [0, 1] (softplus's log1p(exp(-|x|))): 1 + e is in [1, 2], so the reduction
+// needs no exponent: where 1 + e >= sqrt(2), log(1 + e) = ln 2 + log1p((e - 1) / 2).
+GF_HD float log_one_plus_unit_interval(float e) {
+  const bool halve = e > 0.41421356f;
+  const float f = halve ? (e - 1.0f) * 0.5f : e;
+  const float ln2_hi = halve ? kLn2Hi : 0.0f;
+  const float ln2_lo = halve ? kLn2Lo : 0.0f;
+  return ln2_hi + (log1p_reduced(f) + ln2_lo);
+}
 
-GF_HD float exp_(float x) {
+// e^x = 2^n e^r with n = round(x / ln 2), |r| <= ln 2 / 2.
+struct ExpSplit { float n, r; };
+GF_HD ExpSplit split_exp_argument(float x) {
   constexpr float kLog2e = 1.44269504f;
   constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (x * kLog2e + kRoundMagic) - kRoundMagic;
+  return ExpSplit{n, (x - n * kLn2Hi) - n * kLn2Lo};
+}
+
+// e^r for |r| <= ln 2 / 2: 1 + r + r^2 Q(r), Q of degree 4 fitted like log1p_reduced's P to
+// 1.1 units in the last place in float32 arithmetic, in Estrin's scheme.
+GF_HD float exp_reduced(float r) {
+  const float r2 = r * r;
+  const float q01 = 0.49999993451405356f + r * 0.1666652068634461f;
+  const float q23 = 0.04166838741718076f + r * 0.008368710183291946f;
+  const float q = q01 + r2 * (q23 + r2 * 0.0013814611134016063f);
+  return (1.0f + r) + r2 * q;
+}
+
+// e^x for x <= 0 (or NaN, returned as is). 2^n >= 2^-150 is applied as 2^(n + 64) * 2^-64: the
+// first product is exact and the second rounds once into the subnormals, like the general exp_.
+GF_HD float exp_nonpositive(float x) {
+  const float clamped = x >= -104.0f ? x : -104.0f;  // NaN: -104, replaced below
+  const ExpSplit s = split_exp_argument(clamped);
+  const float scale = float_of(uint32_t(int32_t(s.n) + 127 + 64) << 23);
+  const float result = (exp_reduced(s.r) * scale) * 5.42101086e-20f;  // 2^-64
+  return x != x ? x : result;
+}
+
+GF_HD float exp_(float x) {
   const float clamped = x > 89.0f ? 89.0f : (x < -104.0f ? -104.0f : (x != x ? 0.0f : x));
-  const float n = (clamped * kLog2e + kRoundMagic) - kRoundMagic;
-  const float r = (clamped - n * kLn2Hi) - n * kLn2Lo;  // |r| <= ln2/2
-  // e^r by its Taylor series to r^7 (|r| <= ln2/2: truncation 5e-9), in Estrin's scheme.
-  const float r2 = r * r, r4 = r2 * r2;
-  const float p = ((1.0f + r) + r2 * (1.0f / 2 + r * (1.0f / 6))) +
-                  r4 * ((1.0f / 24 + r * (1.0f / 120)) + r2 * (1.0f / 720 + r * (1.0f / 5040)));
+  const ExpSplit s = split_exp_argument(clamped);
+  const float p = exp_reduced(s.r);
   // 2^n in two factors keeps each in the normal range and rounds once into subnormals.
-  const int32_t ni = int32_t(n);
+  const int32_t ni = int32_t(s.n);
   const int32_t half_n = ni / 2;
   const float scale_a = float_of(uint32_t(half_n + 127) << 23);
   const float scale_b = float_of(uint32_t(ni - half_n + 127) << 23);
@@ -172,8 +206,9 @@ GF_HD float exp_(float x) {
 
 GF_HD double log_unit_interval(double x) { return ::log(x); }
 GF_HD double log1m_unit_interval(double x) { return ::log1p(-x); }
-GF_HD double log_one_plus(double x) { return ::log1p(x); }
+GF_HD double log_one_plus_unit_interval(double x) { return ::log1p(x); }
 GF_HD double exp_(double x) { return ::exp(x); }
+GF_HD double exp_nonpositive(double x) { return ::exp(x); }
 
 // sin(2 pi u) and cos(2 pi u) for u in [0, 1), by quadrant reduction of 4u.
 GF_HD void sincos_2pi(float u, float* sin_out, float* cos_out) {
@@ -252,16 +287,13 @@ GF_HD Normal4 normal4(uint64_t group, uint64_t seed, uint64_t offset) {
   return n;
 }
 
-// The reparameterisation z = mu + eps * exp(logvar / 2) and its logvar-gradient, both maps of
-// (a, logvar, eps) with a = mu or the incoming gradient; eps is regenerated, never stored.
-struct ReparameteriseForward {
-  template <class T> GF_HD static T apply(T mu, T logvar, T eps) { return mu + eps * exp_(T(0.5) * logvar); }
-};
-struct ReparameteriseGradLogvar {
-  template <class T> GF_HD static T apply(T grad_z, T logvar, T eps) {
-    return grad_z * T(0.5) * eps * exp_(T(0.5) * logvar);
-  }
-};
+// The reparameterisation z = mu + s, s = eps * exp(logvar / 2). dz/dlogvar = s / 2: the forward
+// pass keeps it (in the compute type) for a plain backward, and a backward that autograd
+// differentiates further regenerates eps instead, which is never stored.
+template <class T> GF_HD T reparameterise_noise(T logvar, T eps) { return eps * exp_(T(0.5) * logvar); }
+template <class T> GF_HD T reparameterise_grad_logvar(T grad_z, T logvar, T eps) {
+  return grad_z * T(0.5) * eps * exp_(T(0.5) * logvar);
+}
 
 // Dropout keeps element i when the top 24 bits of its Philox word fall below keep_threshold,
 // keep_threshold = round((1 - p) * 2^24), computed once on the host.
@@ -271,8 +303,8 @@ GF_HD bool keep(uint32_t philox_word, uint32_t keep_threshold) { return (philox_
 template <class T> GF_HD T dropout_apply(T x, bool kept, T scale) { return x * (kept ? scale : T(0)); }
 
 // ---------------------------------------------------------------------------------------------
-// Loss terms: loss(x, y) for one element, its partial derivatives, and loss_and_grad_x, which
-// computes the two together sharing their common work.
+// Loss terms: loss(x, y) for one element, its partial derivatives, and loss_and_grad_x and
+// loss_and_grads, which compute the loss with one or both derivatives sharing their common work.
 template <class T> GF_HD T clamp_log(T v) { return v < T(-100) ? T(-100) : v; }  // NaN passes
 
 // torch.nn.functional.binary_cross_entropy: logs clamped at -100, gradient denominator at 1e-12.
@@ -281,6 +313,12 @@ template <class T> GF_HD T clamp_log(T v) { return v < T(-100) ? T(-100) : v; } 
 struct BceTerm {
   template <class T> GF_HD static bool in_domain(T p, T t) {
     return (p >= T(0)) & (p <= T(1)) & (t >= T(0)) & (t <= T(1));
+  }
+  // The same test on the bits: adding +0 turns -0 into +0, and then exactly the values in [0, 1]
+  // have bits at most those of 1 (negatives and NaN have larger bits as unsigned integers).
+  GF_HD static bool in_domain(float p, float t) {
+    const uint32_t p_bits = bits_of(p + 0.0f), t_bits = bits_of(t + 0.0f);
+    return (p_bits > t_bits ? p_bits : t_bits) <= 0x3f800000u;
   }
   // Values are computed before the domain select, never inside it: a call in a ?: operand is
   // evaluated conditionally, which stops the CPU loops from vectorising.
@@ -311,14 +349,26 @@ struct BceTerm {
     *loss_out = inside ? loss : T(f32_nan());
     *grad_out = inside ? grad : T(f32_nan());
   }
+  // The loss and grad_y share both logs.
+  template <class T> GF_HD static void loss_and_grads(T p, T t, T* loss_out, T* grad_x_out, T* grad_y_out) {
+    const bool inside = in_domain(p, t);
+    const T log_1m = clamp_log(log1m_unit_interval(p)), log_p = clamp_log(log_unit_interval(p));
+    const T loss = (t - T(1)) * log_1m - t * log_p;
+    const T grad_x = unchecked_grad_x(p, t);
+    const T grad_y = log_1m - log_p;
+    *loss_out = inside ? loss : T(f32_nan());
+    *grad_x_out = inside ? grad_x : T(f32_nan());
+    *grad_y_out = inside ? grad_y : T(f32_nan());
+  }
 };
 
 // Binary cross-entropy on logits: (1 - t) x + softplus(-x), softplus(-x) = max(-x, 0) + log1p(e),
 // e = exp(-|x|); d/dx = sigmoid(x) - t with sigmoid(x) = (x < 0 ? e : 1) / (1 + e).
 struct BceLogitsTerm {
-  template <class T> GF_HD static T exp_minus_abs(T x) { return exp_(x < T(0) ? x : -x); }
+  template <class T> GF_HD static T exp_minus_abs(T x) { return exp_nonpositive(x < T(0) ? x : -x); }
   template <class T> GF_HD static T loss_given(T x, T t, T e) {
-    return (T(1) - t) * x + (x < T(0) ? -x : T(0)) + log_one_plus(e);  // NaN x: NaN from (1 - t) x
+    // max(-x, 0) as -min(x, 0); NaN x: NaN from (1 - t) x.
+    return ((T(1) - t) * x - (x < T(0) ? x : T(0))) + log_one_plus_unit_interval(e);
   }
   template <class T> GF_HD static T grad_given(T x, T t, T e) {
     return (x < T(0) ? e : T(1)) / (T(1) + e) - t;
@@ -330,6 +380,10 @@ struct BceLogitsTerm {
     const T e = exp_minus_abs(x);
     *loss_out = loss_given(x, t, e);
     *grad_out = grad_given(x, t, e);
+  }
+  template <class T> GF_HD static void loss_and_grads(T x, T t, T* loss_out, T* grad_x_out, T* grad_y_out) {
+    loss_and_grad_x(x, t, loss_out, grad_x_out);
+    *grad_y_out = grad_y(x, t);
   }
 };
 
@@ -344,6 +398,13 @@ struct KlTerm {
     *loss_out = loss(mu, logvar);
     *grad_out = grad_x(mu, logvar);
   }
+  // The loss and grad_y share exp(logvar).
+  template <class T> GF_HD static void loss_and_grads(T mu, T logvar, T* loss_out, T* grad_x_out, T* grad_y_out) {
+    const T e = exp_(logvar);
+    *loss_out = T(0.5) * (e - logvar - T(1) + mu * mu);
+    *grad_x_out = mu;
+    *grad_y_out = T(0.5) * (e - T(1));
+  }
 };
 
 // An absent second segment.
@@ -354,6 +415,11 @@ struct NoTerm {
   template <class T> GF_HD static void loss_and_grad_x(T, T, T* loss_out, T* grad_out) {
     *loss_out = T(0);
     *grad_out = T(0);
+  }
+  template <class T> GF_HD static void loss_and_grads(T, T, T* loss_out, T* grad_x_out, T* grad_y_out) {
+    *loss_out = T(0);
+    *grad_x_out = T(0);
+    *grad_y_out = T(0);
   }
 };
 

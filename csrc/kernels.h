@@ -56,11 +56,12 @@ struct LossProblem {
 };
 
 // The random kernels read their Philox key from memory on the kernel's device: seed_offset points
-// to two int64, (seed, offset). CPU entry points take a thread count, CUDA ones a device index and
+// to two int64, (seed, offset). reparameterise_forward writes dz/dlogvar = eps * exp(logvar / 2) / 2
+// in the compute type (float, or double for double) to half_noise unless it is 0. CPU entry points take a thread count, CUDA ones a device index and
 // the caller's stream.
 namespace cpu {
 void reparameterise_forward(DType dtype, int64_t n, uintptr_t mu, uintptr_t logvar, uintptr_t seed_offset,
-                            uintptr_t z, int threads);
+                            uintptr_t z, uintptr_t half_noise, int threads);
 void reparameterise_backward(DType dtype, int64_t n, uintptr_t grad_z, uintptr_t logvar,
                              uintptr_t seed_offset, uintptr_t grad_logvar, int threads);
 void dropout_forward(DType dtype, int64_t n, uintptr_t x, uint32_t keep_threshold, double scale,
@@ -74,7 +75,7 @@ int64_t fused_loss_scratch_bytes();
 
 namespace cuda {
 void reparameterise_forward(DType dtype, int64_t n, uintptr_t mu, uintptr_t logvar, uintptr_t seed_offset,
-                            uintptr_t z, int device, uintptr_t stream);
+                            uintptr_t z, uintptr_t half_noise, int device, uintptr_t stream);
 void reparameterise_backward(DType dtype, int64_t n, uintptr_t grad_z, uintptr_t logvar,
                              uintptr_t seed_offset, uintptr_t grad_logvar, int device, uintptr_t stream);
 void dropout_forward(DType dtype, int64_t n, uintptr_t x, uint32_t keep_threshold, double scale,

@@ -40,20 +40,19 @@ def _float(u: np.ndarray) -> np.ndarray:
 
 
 def log_float32(x: np.ndarray) -> np.ndarray:
-    """log(x), x > 0: x = 2^e (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)), then
-    e ln2_hi + (log1p(f) + e ln2_lo), log1p(f) = f - f^2/2 + f^3 P(f), P of degree 7 (Estrin)."""
+    """log(x), x in (0, 1]: x 2^23 = 2^e (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)), then
+    e ln2_hi + (log1p(f) + e ln2_lo) with e less 23, log1p(f) = f - f^2/2 + f^3 P(f), P of degree 6
+    (Estrin)."""
     sqrt_half = np.uint32(0x3F3504F3)
-    tiny = x < F(1.17549435e-38)
-    shifted = (_bits(np.where(tiny, x * F(8388608.0), x)) - sqrt_half).view(np.int32)
-    e = ((shifted >> 23) - np.where(tiny, 23, 0)).astype(np.float32)
+    shifted = (_bits(x * F(8388608.0)) - sqrt_half).view(np.int32)
+    e = ((shifted >> 23) - 23).astype(np.float32)
     f = _float((shifted.view(np.uint32) & np.uint32(0x007FFFFF)) + sqrt_half) - F(1)
     f2 = f * f
     f4 = f2 * f2
-    p01 = F(0.333333108617939) + f * F(-0.2500080166371401)
-    p23 = F(0.20002493680018862) + f * F(-0.16624886338227585)
-    p45 = F(0.14179159493105734) + f * F(-0.1312523840980686)
-    p67 = F(0.12886477377265262) + f * F(-0.07867769150945725)
-    p = (p01 + f2 * p23) + f4 * (p45 + f2 * p67)
+    p01 = F(0.3333391077554092) + f * F(-0.2500133703811901)
+    p23 = F(0.1996306203985553) + f * F(-0.16577585098801645)
+    p45 = F(0.14914789008447227) + f * F(-0.14267484995439386)
+    p = (p01 + f2 * p23) + f4 * (p45 + f2 * F(0.08700365408392521))
     log1p_f = f + f2 * (f * p - F(0.5))
     return e * F(0.693359375) + (log1p_f + e * F(-2.12194440e-4))
 

@@ -93,9 +93,14 @@ def test_out_of_range_probabilities_and_targets_give_nan(device):
     """Where torch raises (a probability or target outside [0, 1]), genfast's loss and both
     gradients are NaN for those elements, and finite for the others (it does not scan the inputs:
     that would cost a synchronisation)."""
-    p = torch.tensor([0.3, 0.3, -0.1, 1.5, float("nan"), float("inf"), 0.4, 0.4, 0.4, 0.0, 1.0], device=device)
-    t = torch.tensor([float("nan"), 0.5, 0.5, 0.5, 0.5, 0.5, -0.2, 1.2, float("-inf"), 0.0, 1.0], device=device)
-    bad = torch.tensor([True, False, True, True, True, True, True, True, True, False, False], device=device)
+    # The edges of the domain: -0.0 is inside it (torch accepts it), the float after 1 is not.
+    above_one = torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)).item()
+    p = torch.tensor([0.3, 0.3, -0.1, 1.5, float("nan"), float("inf"), 0.4, 0.4, 0.4, 0.0, 1.0,
+                      -0.0, 0.5, above_one, 0.5], device=device)
+    t = torch.tensor([float("nan"), 0.5, 0.5, 0.5, 0.5, 0.5, -0.2, 1.2, float("-inf"), 0.0, 1.0,
+                      0.5, -0.0, 0.5, above_one], device=device)
+    bad = torch.tensor([True, False, True, True, True, True, True, True, True, False, False,
+                        False, False, True, True], device=device)
     for i in range(len(p)):
         if bad[i] and p[i].isfinite() and t[i].isfinite():
             with pytest.raises(RuntimeError, match="should be between 0 and 1"):

@@ -2,6 +2,7 @@
 // pass computes the per-row sums and, when asked, the input gradients.
 #include <atomic>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "../dispatch.h"
@@ -53,19 +54,31 @@ template <class Term, class S>
 GF_CPU_INLINE void segment_block(const S* x, const S* y, int count, compute_t<S>* loss, S* elems,
                                  S* grad_x, S* grad_y, compute_t<S> scale) {
   using C = compute_t<S>;
-  C xv[kBlock], yv[kBlock], gx[kBlock];
-  for (int l = 0; l < count; ++l) xv[l] = to_compute(x[l]);
-  for (int l = 0; l < count; ++l) yv[l] = to_compute(y[l]);
-  if (grad_x) {
+  C x_converted[kBlock], y_converted[kBlock], gx[kBlock], gy[kBlock];
+  const C* xv = x_converted;
+  const C* yv = y_converted;
+  if constexpr (std::is_same_v<S, C>) {  // nothing to convert: read the inputs in place
+    xv = x;
+    yv = y;
+  } else {
+    for (int l = 0; l < count; ++l) x_converted[l] = to_compute(x[l]);
+    for (int l = 0; l < count; ++l) y_converted[l] = to_compute(y[l]);
+  }
+  if (grad_x && grad_y) {
+    for (int l = 0; l < count; ++l) Term::loss_and_grads(xv[l], yv[l], &loss[l], &gx[l], &gy[l]);
+  } else if (grad_x) {
     for (int l = 0; l < count; ++l) Term::loss_and_grad_x(xv[l], yv[l], &loss[l], &gx[l]);
-    for (int l = 0; l < count; ++l) grad_x[l] = from_compute<S>(gx[l] * scale);
   } else {
     for (int l = 0; l < count; ++l) loss[l] = Term::loss(xv[l], yv[l]);
+    if (grad_y)
+      for (int l = 0; l < count; ++l) gy[l] = Term::grad_y(xv[l], yv[l]);
   }
+  if (grad_x)
+    for (int l = 0; l < count; ++l) grad_x[l] = from_compute<S>(gx[l] * scale);
+  if (grad_y)
+    for (int l = 0; l < count; ++l) grad_y[l] = from_compute<S>(gy[l] * scale);
   if (elems)
     for (int l = 0; l < count; ++l) elems[l] = from_compute<S>(loss[l]);
-  if (grad_y)
-    for (int l = 0; l < count; ++l) grad_y[l] = from_compute<S>(Term::grad_y(xv[l], yv[l]) * scale);
 }
 
 // Losses of the contiguous elements [begin, end) of a segment into loss[0, end - begin).

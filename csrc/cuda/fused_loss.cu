@@ -19,16 +19,20 @@ __device__ double warp_segment_sum(const S* __restrict__ x, const S* __restrict_
   for (int64_t i = begin + (threadIdx.x & 31); i < end; i += 32) {
     const C xv = to_compute(x[i]);
     const C yv = to_compute(y[i]);
-    C loss, gx;
-    if (grad_x) {
+    C loss, gx, gy;
+    if (grad_x && grad_y) {
+      Term::loss_and_grads(xv, yv, &loss, &gx, &gy);
+      grad_x[i] = from_compute<S>(gx * grad_scale);
+      grad_y[i] = from_compute<S>(gy * grad_scale);
+    } else if (grad_x) {
       Term::loss_and_grad_x(xv, yv, &loss, &gx);
       grad_x[i] = from_compute<S>(gx * grad_scale);
     } else {
       loss = Term::loss(xv, yv);
+      if (grad_y) grad_y[i] = from_compute<S>(Term::grad_y(xv, yv) * grad_scale);
     }
     lane_sum += double(loss);
     if (elems) elems[i] = from_compute<S>(loss);
-    if (grad_y) grad_y[i] = from_compute<S>(Term::grad_y(xv, yv) * grad_scale);
   }
 #pragma unroll
   for (int width = 16; width > 0; width /= 2) lane_sum += __shfl_xor_sync(0xffffffffu, lane_sum, width);

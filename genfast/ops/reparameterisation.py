@@ -1,7 +1,8 @@
 """reparameterise: z = mu + eps * exp(logvar / 2), eps drawn in the kernel
-(csrc/cpu/reparameterise.cpp, csrc/cuda/reparameterise.cu; the math is ReparameteriseForward and
-ReparameteriseGradLogvar in csrc/genfast_math.h). The backward regenerates eps from the same
-Philox key instead of storing it.
+(csrc/cpu/reparameterise.cpp, csrc/cuda/reparameterise.cu; the math is reparameterise_noise and
+reparameterise_grad_logvar in csrc/genfast_math.h). When logvar needs a gradient the forward pass
+also keeps dz/dlogvar = eps * exp(logvar / 2) / 2 (one latent-sized tensor), so a plain backward is
+one multiplication; a backward that builds a graph regenerates eps from the same Philox key.
 
 Random ops draw from Philox4x32-10 keyed by an int64 tensor ``seed_offset = [seed, offset]`` on the
 input's device, so the kernel reads it from device memory (CUDA-graph safe); the public function
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from .. import _C
 from . import _checks as check
-from ._registration import DTYPES, call, define, launch, new_output
+from ._registration import DTYPES, call, define, launch, new_output, wants_grad
 
 
 def reparameterise(
@@ -31,7 +32,8 @@ def reparameterise(
     With ``seed`` (and ``offset``) the noise is fixed: the same seed gives the same eps on CPU and
     CUDA. Otherwise they are drawn from torch's generator for the device (or ``generator``).
     """
-    return call(_REPARAMETERISE, mu, logvar, check.philox_key("mu", mu, seed, offset, generator))
+    key = check.philox_key("mu", mu, seed, offset, generator)
+    return call(_REPARAMETERISE, mu, logvar, key, wants_grad(logvar))[0]
 
 
 def _check(a_name: str, a, logvar, seed_offset) -> None:
@@ -39,28 +41,49 @@ def _check(a_name: str, a, logvar, seed_offset) -> None:
     check.seed_offset(seed_offset, a)
 
 
-def _reparameterise(mu: Tensor, logvar: Tensor, seed_offset: Tensor) -> Tensor:
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    """The kernels' arithmetic type: float64 for float64, else float32."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _reparameterise(mu: Tensor, logvar: Tensor, seed_offset: Tensor, keep_derivative: bool = False
+                    ) -> tuple[Tensor, Tensor]:
+    """(z, dz/dlogvar in the compute type when keep_derivative, else an empty placeholder)."""
     _check("mu", mu, logvar, seed_offset)
     mu, logvar = mu.contiguous(), logvar.contiguous()
     z = new_output(mu)
+    half_noise = new_output(mu, dtype=_compute_dtype(mu)) if keep_derivative else mu.new_empty(0)
     _C.reparameterise_forward(DTYPES[mu.dtype], mu.numel(), mu.data_ptr(), logvar.data_ptr(),
-                              seed_offset.contiguous().data_ptr(), z.data_ptr(), *launch(mu))
-    return z
+                              seed_offset.contiguous().data_ptr(), z.data_ptr(),
+                              half_noise.data_ptr() if keep_derivative else 0, *launch(mu))
+    return z, half_noise
 
 
-def _reparameterise_fake(mu, logvar, seed_offset):
+def _reparameterise_fake(mu, logvar, seed_offset, keep_derivative=False):
     _check("mu", mu, logvar, seed_offset)
-    return mu.new_empty(mu.shape)
+    return mu.new_empty(mu.shape), mu.new_empty(mu.shape if keep_derivative else (0,), dtype=_compute_dtype(mu))
 
 
 def _reparameterise_setup(ctx, inputs, output):
-    _, logvar, seed_offset = inputs
-    ctx.save_for_backward(logvar, seed_offset)
+    _, logvar, seed_offset, *_ = inputs
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(logvar, seed_offset, output[1])
 
 
-def _reparameterise_backward(ctx, grad_z):
-    logvar, seed_offset = ctx.saved_tensors
-    return grad_z, call(_GRAD_LOGVAR, grad_z, logvar, seed_offset), None
+def _reparameterise_backward(ctx, grad_z, _grad_half_noise):
+    """dz/dmu = 1; dz/dlogvar kept by the forward pass, or, for a backward that builds a graph (or
+    a call that kept none), the op below, which regenerates eps and autograd differentiates."""
+    if grad_z is None:
+        return None, None, None, None
+    logvar, seed_offset, half_noise = ctx.saved_tensors
+    if not ctx.needs_input_grad[1]:
+        grad_logvar = None
+    elif torch.is_grad_enabled() or half_noise.numel() != logvar.numel():
+        grad_logvar = call(_GRAD_LOGVAR, grad_z, logvar, seed_offset)
+    else:
+        grad_logvar = (grad_z * half_noise).to(grad_z.dtype)  # float16/bfloat16: rounded once
+    return grad_z, grad_logvar, None, None
 
 
 # The logvar-gradient, an op of its own: grad_z * eps * exp(logvar / 2) / 2, eps regenerated.
