@@ -40,19 +40,31 @@ GF_AVX2 inline __m256i carry_avx2(__m256i lo, __m256i base) {  // 1 where lo < b
   const __m256i less = _mm256_cmpgt_epi32(_mm256_xor_si256(base, sign), _mm256_xor_si256(lo, sign));
   return _mm256_srli_epi32(less, 31);
 }
+GF_AVX2 inline __m256i xor3_avx2(__m256i a, __m256i b, __m256i c) {
+  return _mm256_xor_si256(_mm256_xor_si256(a, b), c);
+}
+// AVX-512: the low halves in one multiplication, and a three-way XOR in one instruction.
 GF_AVX512 inline void mul_wide_avx512(__m512i a, __m512i m, __m512i* hi, __m512i* lo) {
   const __m512i even = _mm512_mul_epu32(a, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
   *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-  *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  *lo = _mm512_mullo_epi32(a, m);
 }
 GF_AVX512 inline __m512i carry_avx512(__m512i lo, __m512i base) {
   return _mm512_maskz_set1_epi32(_mm512_cmplt_epu32_mask(lo, base), 1);
 }
+GF_AVX512 inline __m512i xor3_avx512(__m512i a, __m512i b, __m512i c) {
+  return _mm512_ternarylogic_epi32(a, b, c, 0x96);
+}
 
 // The same body for both ISAs; P is the intrinsic prefix (_mm256 / _mm512), S the integer suffix.
-#define GF_PHILOX_LANES(V, LANES, P, S, LANE_INDEX, MUL_WIDE, CARRY)                                \
+// The round keys are the same for every lane and counter: computed once.
+#define GF_PHILOX_LANES(V, LANES, P, S, LANE_INDEX, MUL_WIDE, CARRY, XOR3)                          \
   const V m0 = P##_set1_epi32(int(kM0)), m1 = P##_set1_epi32(int(kM1));                           \
-  const V w0v = P##_set1_epi32(int(kW0)), w1v = P##_set1_epi32(int(kW1));                         \
+  V round_k0[10], round_k1[10];                                                                   \
+  for (int round = 0; round < 10; ++round) {                                                      \
+    round_k0[round] = P##_set1_epi32(int(uint32_t(seed) + uint32_t(round) * kW0));                \
+    round_k1[round] = P##_set1_epi32(int(uint32_t(seed >> 32) + uint32_t(round) * kW1));          \
+  }                                                                                               \
   int j = 0;                                                                                      \
   for (; j + LANES <= groups; j += LANES) {                                                       \
     const uint64_t base = first + uint64_t(j);                                                    \
@@ -60,17 +72,14 @@ GF_AVX512 inline __m512i carry_avx512(__m512i lo, __m512i base) {
     V c0 = P##_add_epi32(base_lo, LANE_INDEX);                                                    \
     V c1 = P##_add_epi32(P##_set1_epi32(int(uint32_t(base >> 32))), CARRY(c0, base_lo));          \
     V c2 = P##_set1_epi32(int(uint32_t(offset))), c3 = P##_set1_epi32(int(uint32_t(offset >> 32))); \
-    V k0 = P##_set1_epi32(int(uint32_t(seed))), k1 = P##_set1_epi32(int(uint32_t(seed >> 32)));   \
     for (int round = 0; round < 10; ++round) {                                                    \
       V hi0, lo0, hi1, lo1;                                                                       \
       MUL_WIDE(c0, m0, &hi0, &lo0);                                                               \
       MUL_WIDE(c2, m1, &hi1, &lo1);                                                               \
-      c0 = P##_xor_##S(P##_xor_##S(hi1, c1), k0);                                                 \
-      c2 = P##_xor_##S(P##_xor_##S(hi0, c3), k1);                                                 \
+      c0 = XOR3(hi1, c1, round_k0[round]);                                                        \
+      c2 = XOR3(hi0, c3, round_k1[round]);                                                        \
       c1 = lo1;                                                                                   \
       c3 = lo0;                                                                                   \
-      k0 = P##_add_epi32(k0, w0v);                                                                \
-      k1 = P##_add_epi32(k1, w1v);                                                                \
     }                                                                                             \
     P##_storeu_##S(reinterpret_cast<V*>(w0 + j), c0);                                             \
     P##_storeu_##S(reinterpret_cast<V*>(w1 + j), c1);                                             \
@@ -82,13 +91,13 @@ GF_AVX512 inline __m512i carry_avx512(__m512i lo, __m512i base) {
 GF_AVX2 void philox_avx2(uint64_t first, int groups, uint64_t seed, uint64_t offset, uint32_t* w0,
                          uint32_t* w1, uint32_t* w2, uint32_t* w3) {
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  GF_PHILOX_LANES(__m256i, 8, _mm256, si256, lanes, mul_wide_avx2, carry_avx2)
+  GF_PHILOX_LANES(__m256i, 8, _mm256, si256, lanes, mul_wide_avx2, carry_avx2, xor3_avx2)
 }
 
 GF_AVX512 void philox_avx512(uint64_t first, int groups, uint64_t seed, uint64_t offset, uint32_t* w0,
                              uint32_t* w1, uint32_t* w2, uint32_t* w3) {
   const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  GF_PHILOX_LANES(__m512i, 16, _mm512, si512, lanes, mul_wide_avx512, carry_avx512)
+  GF_PHILOX_LANES(__m512i, 16, _mm512, si512, lanes, mul_wide_avx512, carry_avx512, xor3_avx512)
 }
 #endif
 
