@@ -4,6 +4,7 @@ the table and the CSV with every column."""
 
 import csv
 import importlib.util
+import statistics
 import sys
 from pathlib import Path
 
@@ -101,3 +102,9 @@ def test_a_run_writes_the_table_and_every_repeat(bench, tmp_path):
         us, n_bytes = float(row["genfast_us"]), int(row["bytes"])
         assert float(row["genfast_GBps"]) == pytest.approx(n_bytes / us / 1e3)
         assert float(row["of_copy_bw"]) == pytest.approx(1 / float(row["x_copy_time"]))
+    # The table's times are the medians over repeats of the CSV's, each in its column.
+    cells = next(line for line in table if line.startswith("| vae_loss | 2 | fwd+bwd |")).strip("|").split(" | ")
+    repeats = [r for r in rows if r["op"] == "vae_loss" and r["mode"] == "fwd+bwd"]
+    for column, key in (("genfast µs", "genfast_us"), ("call overhead µs", "overhead_us"),
+                        ("kernel µs", "kernel_us"), ("eager B=1 µs", "eager_b1_us")):
+        assert cells[bench.COLUMNS.index(column)] == f"{statistics.median(float(r[key]) for r in repeats):.1f}"
