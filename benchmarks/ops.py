@@ -209,7 +209,7 @@ def measure(device: str, batches: list[int], repeats: int, cell_seconds: float, 
                 for _, backward in MODES:
                     row = measure_cell(case, batch, backward, device, compiled.get((case.name, batch)),
                                        cell_seconds, min_rounds)
-                    row["repeat"] = repeat
+                    row["repeat"], row["load_1min"] = repeat, os.getloadavg()[0]
                     rows.append(row)
                     print(f"repeat {repeat} {row['op']} B={batch} {row['mode']}: genfast {row['genfast_us']:.1f} µs, "
                           f"x{row['x_eager']:.2f} eager, x{row['x_compile']:.2f} compile, "
@@ -298,27 +298,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--batch", type=int, nargs="+", default=[128, 4096])
     parser.add_argument("--repeats", type=int, default=3, help="whole measurements; ranges are over these")
-    parser.add_argument("--cell-seconds", type=float, default=1.0,
+    parser.add_argument("--cell-seconds", type=float, default=2.0,
                         help="sampling time of each op, batch and mode per repeat (after warm-up)")
     parser.add_argument("--min-rounds", type=int, default=7, help="rounds per cell at least, whatever the time")
+    parser.add_argument("--threads", type=int, help="CPU threads for every side (default: torch's)")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out (its compilation is slow)")
     parser.add_argument("--bandwidth", action="store_true",
                         help="also measure the peak copy rate on a large buffer, in the header")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.min_rounds < 1 or args.cell_seconds < 0 or min(args.batch) < 1:
-        parser.error("--repeats, --min-rounds and --batch must be >= 1, --cell-seconds >= 0")
+    if args.repeats < 1 or args.min_rounds < 1 or args.cell_seconds < 0 or min(args.batch) < 1 \
+            or (args.threads is not None and args.threads < 1):
+        parser.error("--repeats, --min-rounds, --threads and --batch must be >= 1, --cell-seconds >= 0")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     args.out.mkdir(parents=True, exist_ok=True)
     for device in devices:
-        started = time.perf_counter()
+        started, load_at_start = time.perf_counter(), os.getloadavg()[0]
         header = machine_header(device)
         if args.bandwidth:
             header.append(f"peak copy: {peak_copy_GBps(device, args.cell_seconds, args.min_rounds):.1f} GB/s "
                           "(read + written, large buffer)")
         print("\n".join(header), flush=True)
         rows = measure(device, args.batch, args.repeats, args.cell_seconds, args.min_rounds, not args.no_compile)
+        header.append(f"load average (1 min) {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+                      "(others' work on the machine)")
         header.append(f"{args.repeats} repeats, each cell sampled {args.cell_seconds:g} s (>= {args.min_rounds} "
                       f"interleaved rounds); run took {time.perf_counter() - started:.0f} s: "
                       f"`python benchmarks/ops.py {' '.join(sys.argv[1:] if argv is None else argv)}`")
