@@ -16,7 +16,10 @@ a ready-made grad_output, the inputs' gradients returned (as for activations ins
 ``.grad`` accumulation).
 
 Writes <out>/ops_<device>.csv (one row per op, batch, mode and repeat: that repeat's medians and
-ratios) and ops_<device>.md (the machine, the method and the table), and prints the table.
+ratios, and the machine's load average) and ops_<device>.md (the machine, the method and the
+table), and prints the table; with --threads N the files are ops_<device>_threadsN. On a machine
+shared with other work, a parallel region waits whenever another process holds one of its cores
+(milliseconds on a 2-core machine): --threads 1 measures the kernels without those waits.
 """
 
 from __future__ import annotations
@@ -195,14 +198,13 @@ def measure_cell(case: Case, batch: int, backward: bool, device: str, compiled: 
 
 
 def measure(device: str, batches: list[int], repeats: int, cell_seconds: float, min_rounds: int,
-            use_compile: bool, cases: list[Case] | None = None) -> list[dict]:
+            use_compile: bool) -> list[dict]:
     """Rows of every repeat, op, batch and mode (each repeat a whole pass, so that slow drifts in
     the machine's load spread over all cells)."""
-    cases = _cases() if cases is None else cases
     compiled: dict[tuple[str, int], Callable] = {}  # compiled once, reused by every repeat
     rows = []
     for repeat in range(repeats):
-        for case in cases:
+        for case in _cases():
             for batch in batches:
                 if use_compile and (case.name, batch) not in compiled:
                     compiled[case.name, batch] = torch.compile(case.reference_fn, dynamic=False)
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         header.append(f"{args.repeats} repeats, each cell sampled {args.cell_seconds:g} s (>= {args.min_rounds} "
                       f"interleaved rounds); run took {time.perf_counter() - started:.0f} s: "
                       f"`python benchmarks/ops.py {' '.join(sys.argv[1:] if argv is None else argv)}`")
-        stem = args.out / f"ops_{device}"
+        stem = args.out / (f"ops_{device}" if args.threads is None else f"ops_{device}_threads{args.threads}")
         with open(stem.with_suffix(".csv"), "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
