@@ -238,7 +238,8 @@ def table(rows: list[dict]) -> str:
         cells.setdefault((row["op"], row["batch"], row["mode"]), []).append(row)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for (op, batch, mode), repeats in cells.items():
-        med = {key: statistics.median(r[key] for r in repeats) for key in repeats[0] if isinstance(repeats[0][key], float)}
+        med = {key: statistics.median(r[key] for r in repeats)
+               for key, value in repeats[0].items() if isinstance(value, float)}
         get = lambda key: [r[key] for r in repeats]  # noqa: E731
         compile_us = "–" if math.isnan(med["compile_us"]) else f"{med['compile_us']:.1f}"
         lines.append("| " + " | ".join([
@@ -292,7 +293,8 @@ def peak_copy_GBps(device: str, cell_seconds: float, min_rounds: int) -> float:
     n_bytes = (1 << 30) if device == "cuda" else (256 << 20)
     src = torch.rand(n_bytes // (2 * F32), device=device)
     dst = torch.empty_like(src)
-    return n_bytes / interleaved_medians({"copy": lambda: dst.copy_(src)}, device, cell_seconds, min_rounds)["copy"] / 1e9
+    seconds = interleaved_medians({"copy": lambda: dst.copy_(src)}, device, cell_seconds, min_rounds)["copy"]
+    return n_bytes / seconds / 1e9
 
 
 def main(argv: list[str] | None = None) -> None:
