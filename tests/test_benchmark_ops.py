@@ -81,9 +81,10 @@ def test_bytes_of_vae_loss_are_its_tensors(bench):
 
 def test_a_run_writes_the_table_and_every_repeat(bench, tmp_path):
     bench.main(["--device", "cpu", "--batch", "2", "--repeats", "2", "--cell-seconds", "0",
-                "--min-rounds", "2", "--no-compile", "--out", str(tmp_path)])
+                "--min-rounds", "2", "--no-compile", "--bandwidth", "--out", str(tmp_path)])
     md = (tmp_path / "ops_cpu.md").read_text()
     assert "CPU: " in md and "avx512f " in md and "CPU threads" in md and "genfast " in md
+    assert "peak copy: " in md and "load average" in md
     table = [line for line in md.splitlines() if line.startswith("|")]
     assert table[0] == "| " + " | ".join(bench.COLUMNS) + " |"
     assert len(table) == 2 + 6 * 2  # header, rule, 6 ops x 2 modes
