@@ -62,13 +62,15 @@ def test_bytes_of_dropout_corrupt_count_its_keep_mask(bench):
     assert _counted(bench, "dropout_corrupt") == (forward, forward + _bytes(grad_out, keep_mask, grad_x))
 
 
-def test_bytes_of_reparameterise_include_its_backward_kernel(bench):
+def test_bytes_of_reparameterise_count_the_kept_derivative(bench):
     mu, logvar = torch.randn(BATCH, 20, requires_grad=True), torch.randn(BATCH, 20, requires_grad=True)
     z = genfast.reparameterise(mu, logvar)
+    half_noise = z.grad_fn.saved_tensors[2]  # dz/dlogvar, written by the forward kernel
+    assert half_noise.shape == logvar.shape
     grad_z = torch.ones_like(z)
     _, grad_logvar = torch.autograd.grad(z, (mu, logvar), grad_z)  # grad_mu is grad_z: no kernel
-    forward = _bytes(mu, logvar, z)
-    assert _counted(bench, "reparameterise") == (forward, forward + _bytes(grad_z, logvar, grad_logvar))
+    assert _counted(bench, "reparameterise") == (
+        _bytes(mu, logvar, z), _bytes(mu, logvar, z, half_noise) + _bytes(grad_z, half_noise, grad_logvar))
 
 
 def test_bytes_of_vae_loss_are_its_tensors(bench):
