@@ -18,8 +18,8 @@ The VAE is timed at batch 128 and 256, the AE and DAE at the notebooks' 256. DCG
 iteration at batch 64, 64x64: genfast in float32, genfast with ``--amp bf16`` and pytorch/examples'
 loop (Sigmoid + BCELoss), the three taking turns iteration by iteration.
 
-``--repeats N`` runs all of it N times; the table gives each number's range over the repeats (each
-repeat's number being its median over the rounds). Writes benchmarks/results/train_<device>.csv
+``--repeats N`` runs all of it N times; the table gives each number's median and range over the
+repeats (each repeat's number being its median over the rounds). Writes benchmarks/results/train_<device>.csv
 (one row per repeat and case) and .md, naming the CPU or GPU and the thread count.
 """
 
@@ -216,15 +216,19 @@ def measure(models: list[str], rounds: int, dcgan_iterations_: int, device: str)
 
 
 def _span(values: list[float], form: str, unit: str = "") -> str:
+    """The median over the repeats and, with several, their range: a noisy repeat shows as a wide
+    range without moving the median far."""
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "–"
-    low, high = format(min(values), form), format(max(values), form)
-    return (low if low == high else f"{low}–{high}") + unit
+    median = format(statistics.median(values), form) + unit
+    if len(values) == 1:
+        return median
+    return f"{median} ({format(min(values), form)}–{format(max(values), form)}{unit})"
 
 
 def markdown(runs: list[list[dict]], about: str) -> str:
-    """The table: each number's range over the repeats."""
+    """The table: each number's median and range over the repeats."""
     best = lambda r: min(r["genfast_s"], r["genfast_compile_s"]) if not math.isnan(r["genfast_compile_s"]) \
         else r["genfast_s"]  # noqa: E731
     lines = ["| case | genfast s | genfast --compile s | genfast --amp bf16 s | notebook-style s | GEMM floor s | "
@@ -242,6 +246,17 @@ def markdown(runs: list[list[dict]], about: str) -> str:
     return "\n".join(lines) + f"\n\n{about} The floor is float32 GEMMs; bf16 / floor compares across precisions.\n"
 
 
+def pooled(paths: list[Path]) -> list[list[dict]]:
+    """The repeats of several CSVs written by this script, as measure() returns them."""
+    runs: dict[tuple, list[dict]] = {}
+    for path in paths:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                runs.setdefault((str(path), row.pop("repeat")), []).append(
+                    {"case": row.pop("case"), **{k: float(v) for k, v in row.items()}})
+    return list(runs.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["vae", "ae", "dae", "dcgan"])
@@ -250,6 +265,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="times to run it all (ranges over them)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--pool", nargs="+", type=Path, default=[], metavar="CSV",
+                        help="measure nothing: pool the repeats of earlier runs' CSVs (same machine and "
+                             "settings) into one table")
     args = parser.parse_args()
     if min(args.rounds, args.dcgan_iterations, args.repeats) < 1:
         parser.error("--rounds, --dcgan-iterations and --repeats must be at least 1")
@@ -258,9 +276,13 @@ def main() -> None:
         parser.error(f"--models: unknown {sorted(unknown)}")
     about = (f"genfast {genfast.__version__}, torch {torch.__version__}, {args.device}: {processor(args.device)}. "
              f"Each number is a median over {args.rounds} interleaved rounds (DCGAN: "
-             f"{args.dcgan_iterations} iterations) after one warm-up; ranges over {args.repeats} repeats.")
-    print(about, flush=True)
-    runs = [measure(args.models, args.rounds, args.dcgan_iterations, args.device) for _ in range(args.repeats)]
+             f"{args.dcgan_iterations} iterations) after one warm-up; median (range) over {args.repeats} repeats.")
+    if args.pool:
+        runs = pooled(args.pool)
+        about = about.replace(f"over {args.repeats} repeats", f"over {len(runs)} repeats ({len(args.pool)} runs)")
+    else:
+        print(about, flush=True)
+        runs = [measure(args.models, args.rounds, args.dcgan_iterations, args.device) for _ in range(args.repeats)]
     table = markdown(runs, about)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
