@@ -10,6 +10,7 @@ are grouped by model (with the options that differ from its defaults), data and 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
@@ -19,11 +20,17 @@ from genfast.analysis.report import ANALYSES
 COLUMNS = ("classes_covered", "fid_mnist", "mean_confidence")
 
 
+def trained_amp(run_dir: Path) -> str:
+    """The run's --amp as trained (its loaded configuration is set to float32 for analysis)."""
+    return json.loads((run_dir / "config.json").read_text()).get("amp") or "off"
+
+
 def score(run_dir: Path) -> dict:
     run = load_run(run_dir)
     numbers = ANALYSES["sample_quality"].run(run, False).numbers
     options = run.cfg.spec.options
-    changed = " ".join(f"{k}={v}" for k, v in run.cfg.options.items() if v != options[k].default)
+    changed = " ".join([f"{k}={v}" for k, v in run.cfg.options.items() if v != options[k].default]
+                       + ([f"amp={amp}"] if (amp := trained_amp(run_dir)) != "off" else []))
     return {"model": run.cfg.model + (f" ({changed})" if changed else ""), "data": run.cfg.data,
             "image_size": run.test_images.shape[-1], "epochs": run.epochs_trained, "seed": run.cfg.seed, "lr": run.cfg.lr, "batch_size": run.cfg.batch_size,
             "classifier_test_accuracy": numbers["classifier_test_accuracy"], **{k: numbers[k] for k in COLUMNS}}

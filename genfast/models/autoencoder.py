@@ -59,7 +59,7 @@ class Autoencoder(nn.Module):
         """C(y, ỹ) = MSE against the clean y; ``reconstruction``: ỹ when already computed."""
         if reconstruction is None:
             reconstruction = self(self.inputs(y))
-        return F.mse_loss(reconstruction, y)
+        return F.mse_loss(reconstruction.float(), y)  # float32 also under bf16 autocast
 
 
 class DenoisingAutoencoder(Autoencoder):
@@ -83,7 +83,8 @@ class AutoencoderTrainer(Trainer):
         super().__init__(model, {"model": model}, lr, betas, seed)
 
     def train_step(self, x):
-        loss = self.model.loss(x, self.nets["model"](self.model.inputs(x)))
+        with self.autocast(x):
+            loss = self.model.loss(x, self.nets["model"](self.model.inputs(x)))
         self.step("model", loss)
         return {"loss": loss.item()}
 

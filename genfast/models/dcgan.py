@@ -113,26 +113,29 @@ class DCGANTrainer(Trainer):
         g, d, m = self.nets["generator"], self.nets["discriminator"], self.model
         # (1) D: maximise log D(x) + log(1 - D(G(z))): real batch, then the detached fake batch.
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
-        real_logits = d(x)
-        loss_real = m.bce(real_logits, 1.0)
+        with self.autocast(x):
+            real_logits = d(x)
+            loss_real = m.bce(real_logits, 1.0)
         loss_real.backward()
-        fake = g(m.noise(x.shape[0]).to(x.device))
-        fake_logits = d(fake.detach())
-        loss_fake = m.bce(fake_logits, 0.0)
+        with self.autocast(x):
+            fake = g(m.noise(x.shape[0]).to(x.device))
+            fake_logits = d(fake.detach())
+            loss_fake = m.bce(fake_logits, 0.0)
         loss_fake.backward()
         self.optimizers["discriminator"].step()
         # (2) G: maximise log D(G(z)), against real labels. Only G's gradients are computed:
         # pytorch/examples also computes D's weight gradients here and zeroes them unused (a sixth
         # of D's backward work). D runs unwrapped: under DDP this pass must not all-reduce D.
-        after_logits = m.discriminator(fake)
-        loss_g = m.bce(after_logits, 1.0)
+        with self.autocast(x):
+            after_logits = m.discriminator(fake)
+            loss_g = m.bce(after_logits, 1.0)
         self.optimizers["generator"].zero_grad(set_to_none=True)
         loss_g.backward(inputs=list(g.parameters()))
         self.optimizers["generator"].step()
         return {"Loss_D": (loss_real + loss_fake).item(), "Loss_G": loss_g.item(),
-                "D(x)": torch.sigmoid(real_logits).mean().item(),
-                "D(G(z))_before": torch.sigmoid(fake_logits).mean().item(),
-                "D(G(z))_after": torch.sigmoid(after_logits).mean().item()}
+                "D(x)": torch.sigmoid(real_logits.float()).mean().item(),
+                "D(G(z))_before": torch.sigmoid(fake_logits.float()).mean().item(),
+                "D(G(z))_after": torch.sigmoid(after_logits.float()).mean().item()}
 
     @torch.no_grad()
     def picture(self, x):

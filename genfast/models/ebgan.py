@@ -141,16 +141,18 @@ class EnergyGANTrainer(Trainer):
         generator, cost, m = self.nets["generator"], self.nets["cost"], self.model
         n = x.shape[0]
         # At least two fakes: BatchNorm and f_PT need two samples (a last batch may hold one image).
-        fake = generator(m.noise(max(n, 2)).to(x.device))
-        # Real and detached fake images in one forward pass (DDP allows one per backward).
-        energy_real, energy_fake = cost(torch.cat([x.flatten(1), fake.detach()])).split([n, fake.shape[0]])
-        cost_loss = m.cost_loss(energy_real, energy_fake)
+        with self.autocast(x):
+            fake = generator(m.noise(max(n, 2)).to(x.device))
+            # Real and detached fake images in one forward pass (DDP allows one per backward).
+            energy_real, energy_fake = cost(torch.cat([x.flatten(1), fake.detach()])).split([n, fake.shape[0]])
+            cost_loss = m.cost_loss(energy_real, energy_fake)
         self.step("cost", cost_loss)
         # The generator's step computes only the generator's gradients, through the unwrapped
         # cost network (under DDP this pass must not all-reduce the cost network).
-        energy_after, codes = m.cost(fake, with_code=True)
-        pull = pull_away(codes)
-        generator_loss = m.generator_loss(energy_after, pull)
+        with self.autocast(x):
+            energy_after, codes = m.cost(fake, with_code=True)
+            pull = pull_away(codes)
+            generator_loss = m.generator_loss(energy_after, pull)
         self.optimizers["generator"].zero_grad(set_to_none=True)
         generator_loss.backward(inputs=list(m.generator.parameters()))
         self.optimizers["generator"].step()

@@ -21,6 +21,8 @@ class Trainer:
     memory_format = torch.contiguous_format
     # What each row of picture()'s grid (8 images a row) shows; the last label repeats.
     picture_rows: tuple[str, ...] = ()
+    # --amp bf16 (set by the training session): forward passes and losses under bfloat16 autocast.
+    amp = False
 
     def __init__(self, model: nn.Module, nets: dict[str, nn.Module], lr: float,
                  betas: tuple[float, float], seed: int = 1):
@@ -38,6 +40,12 @@ class Trainer:
 
     def wrap(self, wrapper) -> None:
         self.nets = {name: wrapper(net) for name, net in self.nets.items()}
+
+    def autocast(self, x: Tensor):
+        """The context of the forward passes and losses: bfloat16 autocast under --amp bf16. The
+        backward passes and optimizer steps stay outside it (as torch advises), and the weights,
+        their gradients and Adam's state stay float32."""
+        return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def step(self, name: str, loss: Tensor) -> None:
         """Backward and one optimizer step of the network ``name``."""

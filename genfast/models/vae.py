@@ -82,7 +82,8 @@ class VAETrainer(Trainer):
 
     def train_step(self, x):
         # The decoder's logits and BCE on logits: no Sigmoid pass forward and back.
-        loss = self.model.loss(x, self.nets["model"](x, logits=True), from_logits=True)
+        with self.autocast(x):
+            loss = self.model.loss(x, self.nets["model"](x, logits=True), from_logits=True)
         self.step("model", loss)
         return {"loss": loss.item() / x.shape[0]}  # per image, as the practicum prints
 

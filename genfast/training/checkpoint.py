@@ -133,7 +133,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, Config]:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no trained model here (a run directory holds model.safetensors)")
     metadata, tensors = read_file(weights)
-    cfg = saved_config(weights, metadata, device="cpu", compile=False, amp=None)
+    cfg = saved_config(weights, metadata, device="cpu", compile=False, amp="off")
     spec = cfg.spec
     model = spec.build(backend=cfg.backend, **cfg.options)
     load_weights(weights, model, tensors)

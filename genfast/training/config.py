@@ -19,7 +19,7 @@ from .. import models
 # Settings that may change when a run is resumed; every other one must stay as it was.
 RUNTIME_SETTINGS = ("epochs", "device", "max_steps", "amp", "compile", "snapshot_every", "tensorboard")
 BACKENDS = ("fused", "reference")
-AMP_MODES = ("bf16",)
+AMP_MODES = ("off", "bf16")
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1 << 20
 
@@ -40,7 +40,8 @@ class Config:
     device: str = _setting("cpu, cuda, cuda:N or auto (cuda when available)", "auto")
     backend: str = _setting("fused (genfast's kernels) or reference (plain PyTorch)", "fused", choices=BACKENDS)
     compile: bool = _setting("torch.compile the networks", False)
-    amp: Optional[str] = _setting("bfloat16 autocast (CUDA)", choices=AMP_MODES)
+    amp: str = _setting("off, or bf16: bfloat16 autocast of the forward passes and losses (CPUs with "
+                        "AVX-512-BF16 or AMX, CUDA); the weights stay float32", "off", choices=AMP_MODES)
     max_steps: Optional[int] = _setting("at most this many steps per epoch (quick runs, tests)")
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "model options", "flag": False})
     # Weights-only snapshots (snapshots/epoch_NNN.safetensors) at epoch 0, every this many epochs
@@ -65,7 +66,8 @@ class Config:
         pick = lambda value, default: default if value is None else value  # noqa: E731
         cfg = Config(self.model, self.data, pick(self.epochs, spec.defaults.epochs),
                      pick(self.batch_size, spec.defaults.batch_size), pick(self.lr, spec.defaults.lr),
-                     self.seed, device, self.backend, self.compile, self.amp, self.max_steps,
+                     # amp None: a configuration saved before "off" existed
+                     self.seed, device, self.backend, self.compile, pick(self.amp, "off"), self.max_steps,
                      spec.resolve_options(dict(self.options)),
                      pick(self.snapshot_every, spec.defaults.snapshot_every), self.tensorboard)
         cfg.check()
@@ -88,8 +90,8 @@ class Config:
         for name in ("compile", "tensorboard"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.amp is not None and self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be None or one of {AMP_MODES}, got {self.amp!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         try:
             device = torch.device(self.device)
         except (RuntimeError, TypeError):
@@ -100,8 +102,6 @@ class Config:
             raise ValueError(f"device {self.device}: no CUDA device is available here")
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {self.device}: there are {torch.cuda.device_count()} CUDA devices")
-        if self.amp and device.type != "cuda":
-            raise ValueError("--amp bf16 needs a CUDA device")
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -81,6 +81,7 @@ class Session:
         self.train_images, self.test_images = len(train_set), len(test_set)
         model = spec.build(backend=cfg.backend, **cfg.options)
         self.trainer: models.Trainer = spec.trainer(model, cfg.lr, spec.defaults.betas, cfg.seed)
+        self.trainer.amp = cfg.amp == "bf16"
         self.trainer.to(self.device)
         self.x_train = self.trainer.prepare(datasets.normalise(train_set.images.to(self.device), model.value_range))
         self.x_test = self.trainer.prepare(datasets.normalise(test_set.images.to(self.device), model.value_range))
@@ -111,8 +112,7 @@ class Session:
         step_records = []
         started = time.perf_counter()
         for step, index in enumerate(bar, 1):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-                metrics = self.trainer.train_step(self.x_train[index])
+            metrics = self.trainer.train_step(self.x_train[index])
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
                 raise TrainingError(f"{cfg.model}: {', '.join(bad)} became {metrics[bad[0]]} at epoch {epoch}, "
