@@ -24,7 +24,8 @@ python3 -m pytest -q -rs -p no:cacheprovider "${skip[@]}" "$OLDPWD/tests" >"$OUT
 [ ${#skip[@]} -gt 0 ] && echo "tests: hypothesis missing, left out: ${skip[*]}"
 echo "tests: $(tail -1 "$OUT/tests.log")"
 grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -20
-python3 "$OLDPWD/benchmarks/ops.py" --device cuda --batch 4096 65536 --bandwidth --out "$OUT" \
+python3 "$OLDPWD/benchmarks/ops.py" --device cuda --batch 128 4096 65536 --bandwidth --repeats 1 \
+  --cell-seconds 0.5 --out "$OUT" \
   >"$OUT/bench.log" 2>&1 || tail -30 "$OUT/bench.log"
 python3 "$OLDPWD/benchmarks/train.py" --device cuda --models vae ae dae dcgan --out "$OUT" \
   >"$OUT/train.log" 2>&1 || tail -20 "$OUT/train.log"
