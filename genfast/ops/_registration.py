@@ -83,7 +83,7 @@ def define(name: str, impl, fake, setup_context, backward) -> Op:
 
     class_name = "Genfast" + "".join(part.title() for part in name.split("_"))
     eager = type(class_name, (torch.autograd.Function,), {
-        "forward": staticmethod(forward), "backward": staticmethod(lambda ctx, *grads: backward(ctx, *grads))})
+        "forward": staticmethod(forward), "backward": staticmethod(backward)})
     return Op(custom_op, eager.apply, impl)
 
 

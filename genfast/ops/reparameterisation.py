@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .. import _C
 from . import _checks as check
-from ._registration import DTYPES, call, define, launch, new_output, wants_grad
+from ._registration import DTYPES, call, define, launch, new_output
 
 
 def reparameterise(
@@ -33,7 +33,8 @@ def reparameterise(
     CUDA. Otherwise they are drawn from torch's generator for the device (or ``generator``).
     """
     key = check.philox_key("mu", mu, seed, offset, generator)
-    return call(_REPARAMETERISE, mu, logvar, key, wants_grad(logvar))[0]
+    keep_derivative = isinstance(logvar, Tensor) and logvar.requires_grad and torch.is_grad_enabled()
+    return call(_REPARAMETERISE, mu, logvar, key, keep_derivative)[0]
 
 
 def _check(a_name: str, a, logvar, seed_offset) -> None:
@@ -82,7 +83,9 @@ def _reparameterise_backward(ctx, grad_z, _grad_half_noise):
     elif torch.is_grad_enabled() or half_noise.numel() != logvar.numel():
         grad_logvar = call(_GRAD_LOGVAR, grad_z, logvar, seed_offset)
     else:
-        grad_logvar = (grad_z * half_noise).to(grad_z.dtype)  # float16/bfloat16: rounded once
+        grad_logvar = grad_z * half_noise
+        if grad_logvar.dtype != grad_z.dtype:  # float16/bfloat16: rounded once, from float32
+            grad_logvar = grad_logvar.to(grad_z.dtype)
     return grad_z, grad_logvar, None, None
 
 
