@@ -322,8 +322,9 @@ struct BceTerm {
   }
   // Values are computed before the domain select, never inside it: a call in a ?: operand is
   // evaluated conditionally, which stops the CPU loops from vectorising.
+  template <class T> GF_HD static T loss_of_logs(T t, T log_1m, T log_p) { return (t - T(1)) * log_1m - t * log_p; }
   template <class T> GF_HD static T unchecked_loss(T p, T t) {
-    return (t - T(1)) * clamp_log(log1m_unit_interval(p)) - t * clamp_log(log_unit_interval(p));
+    return loss_of_logs(t, clamp_log(log1m_unit_interval(p)), clamp_log(log_unit_interval(p)));
   }
   template <class T> GF_HD static T unchecked_grad_x(T p, T t) {
     const T denom = (T(1) - p) * p;
@@ -353,7 +354,7 @@ struct BceTerm {
   template <class T> GF_HD static void loss_and_grads(T p, T t, T* loss_out, T* grad_x_out, T* grad_y_out) {
     const bool inside = in_domain(p, t);
     const T log_1m = clamp_log(log1m_unit_interval(p)), log_p = clamp_log(log_unit_interval(p));
-    const T loss = (t - T(1)) * log_1m - t * log_p;
+    const T loss = loss_of_logs(t, log_1m, log_p);
     const T grad_x = unchecked_grad_x(p, t);
     const T grad_y = log_1m - log_p;
     *loss_out = inside ? loss : T(f32_nan());
@@ -389,11 +390,11 @@ struct BceLogitsTerm {
 
 // KL(N(mu, e^logvar) || N(0, 1)) per element: (e^logvar - logvar - 1 + mu^2) / 2.
 struct KlTerm {
-  template <class T> GF_HD static T loss(T mu, T logvar) {
-    return T(0.5) * (exp_(logvar) - logvar - T(1) + mu * mu);
-  }
+  template <class T> GF_HD static T loss_given(T mu, T logvar, T e) { return T(0.5) * (e - logvar - T(1) + mu * mu); }
+  template <class T> GF_HD static T grad_y_given(T e) { return T(0.5) * (e - T(1)); }
+  template <class T> GF_HD static T loss(T mu, T logvar) { return loss_given(mu, logvar, exp_(logvar)); }
   template <class T> GF_HD static T grad_x(T mu, T) { return mu; }
-  template <class T> GF_HD static T grad_y(T, T logvar) { return T(0.5) * (exp_(logvar) - T(1)); }
+  template <class T> GF_HD static T grad_y(T, T logvar) { return grad_y_given(exp_(logvar)); }
   template <class T> GF_HD static void loss_and_grad_x(T mu, T logvar, T* loss_out, T* grad_out) {
     *loss_out = loss(mu, logvar);
     *grad_out = grad_x(mu, logvar);
@@ -401,9 +402,9 @@ struct KlTerm {
   // The loss and grad_y share exp(logvar).
   template <class T> GF_HD static void loss_and_grads(T mu, T logvar, T* loss_out, T* grad_x_out, T* grad_y_out) {
     const T e = exp_(logvar);
-    *loss_out = T(0.5) * (e - logvar - T(1) + mu * mu);
+    *loss_out = loss_given(mu, logvar, e);
     *grad_x_out = mu;
-    *grad_y_out = T(0.5) * (e - T(1));
+    *grad_y_out = grad_y_given(e);
   }
 };
 

@@ -57,8 +57,8 @@ struct LossProblem {
 
 // The random kernels read their Philox key from memory on the kernel's device: seed_offset points
 // to two int64, (seed, offset). reparameterise_forward writes dz/dlogvar = eps * exp(logvar / 2) / 2
-// in the compute type (float, or double for double) to half_noise unless it is 0. CPU entry points take a thread count, CUDA ones a device index and
-// the caller's stream.
+// in the compute type (float, or double for double) to half_noise unless it is 0. CPU entry points
+// take a thread count, CUDA ones a device index and the caller's stream.
 namespace cpu {
 void reparameterise_forward(DType dtype, int64_t n, uintptr_t mu, uintptr_t logvar, uintptr_t seed_offset,
                             uintptr_t z, uintptr_t half_noise, int threads);
